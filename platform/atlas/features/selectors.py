@@ -1,0 +1,193 @@
+"""Reads of stored dashboards: one feature with its examples in token text, and SAE feature listings."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.paginator import Page, Paginator
+from django.db.models import QuerySet
+
+from atlas.features.models import Feature, FeatureExample
+from atlas.lms.models import LanguageModel
+from atlas.lms.selectors import tokens_text, vocabulary_for
+from atlas.saes.models import DashboardRun, Sae
+
+
+class NotFound(LookupError):
+    """Lookups that miss; the message says which part of the address was wrong."""
+
+
+@dataclass(frozen=True)
+class ExampleView:
+    kind: int
+    tokens: list[str]
+    values: list[float]
+    focus: int
+    value: float
+    bin_min: float | None
+    bin_max: float | None
+    bin_contains: float | None
+
+    @property
+    def max_value(self) -> float:
+        return max(self.values, default=0.0)
+
+    @property
+    def max_value_token_index(self) -> int:
+        return self.values.index(self.max_value) if self.values else 0
+
+
+@dataclass(frozen=True)
+class Histogram:
+    centers: list[float]
+    heights: list[int]
+
+
+@dataclass(frozen=True)
+class FeatureView:
+    sae: Sae
+    feature: Feature
+    top: list[ExampleView]
+    intervals: list[ExampleView]
+    pos_logits: list[tuple[str, float]]
+    neg_logits: list[tuple[str, float]]
+    act_hist: Histogram
+    logit_hist: Histogram
+
+
+def _histogram(low: float, high: float, heights: list[int]) -> Histogram:
+    width = (high - low) / len(heights) if heights else 0.0
+    return Histogram(centers=[low + width * (i + 0.5) for i in range(len(heights))], heights=list(heights))
+
+
+def sae_get(model_slug: str, sae_slug: str) -> Sae:
+    sae = (
+        Sae.objects.select_related("language_model", "published_run__dataset")
+        .filter(language_model__slug=model_slug, slug=sae_slug)
+        .first()
+    )
+    if sae is None:
+        if not LanguageModel.objects.filter(slug=model_slug).exists():
+            raise NotFound(f"No model '{model_slug}'. The home page lists the models this server has.")
+        raise NotFound(f"Model '{model_slug}' has no SAE '{sae_slug}'.")
+    return sae
+
+
+def _example_view(example: FeatureExample, vocabulary: tuple[str, ...]) -> ExampleView:
+    return ExampleView(
+        kind=example.kind,
+        tokens=tokens_text(vocabulary, example.token_ids),
+        values=example.values,
+        focus=example.focus,
+        value=example.value,
+        bin_min=example.bin_min,
+        bin_max=example.bin_max,
+        bin_contains=example.bin_contains,
+    )
+
+
+def feature_detail(model_slug: str, sae_slug: str, index: int) -> FeatureView:
+    sae = sae_get(model_slug, sae_slug)
+    if sae.published_run_id is None:
+        raise NotFound(f"{model_slug}/{sae_slug} has no computed dashboards yet; its page shows the run's progress.")
+    feature = Feature.objects.filter(run_id=sae.published_run_id, index=index).first()
+    if feature is None:
+        raise NotFound(f"{model_slug}/{sae_slug} has features 0 to {sae.d_sae - 1}; there is no feature {index}.")
+    vocabulary = vocabulary_for(sae.language_model)
+    examples = [_example_view(example, vocabulary) for example in feature.examples.all()]
+    return FeatureView(
+        sae=sae,
+        feature=feature,
+        top=[example for example in examples if example.kind == FeatureExample.Kind.TOP],
+        intervals=[example for example in examples if example.kind == FeatureExample.Kind.INTERVAL],
+        pos_logits=list(zip(tokens_text(vocabulary, feature.logit_pos_ids), feature.logit_pos_values, strict=True)),
+        neg_logits=list(zip(tokens_text(vocabulary, feature.logit_neg_ids), feature.logit_neg_values, strict=True)),
+        act_hist=_histogram(0.0, feature.max_act, feature.act_hist_counts),
+        logit_hist=_histogram(feature.logit_hist_min, feature.logit_hist_max, feature.logit_hist_counts),
+    )
+
+
+def _activation_payload(example: ExampleView) -> dict[str, Any]:
+    is_top = example.kind == FeatureExample.Kind.TOP
+    return {
+        "tokens": example.tokens,
+        "values": example.values,
+        "maxValue": example.max_value,
+        "maxValueTokenIndex": example.max_value_token_index,
+        "minValue": min(example.values, default=0.0),
+        # Neuronpedia marks top examples with bin -1; interval examples carry their interval.
+        "binMin": -1 if is_top else example.bin_min,
+        "binMax": -1 if is_top else example.bin_max,
+        "binContains": -1 if is_top else example.bin_contains,
+    }
+
+
+def feature_payload(view: FeatureView) -> dict[str, Any]:
+    """The feature in Neuronpedia's field names, so existing clients read it unchanged."""
+    feature, sae = view.feature, view.sae
+    return {
+        "modelId": sae.language_model.slug,
+        "layer": sae.slug,
+        "index": feature.index,
+        "hookName": sae.hook_name,
+        "maxActApprox": feature.max_act,
+        "frac_nonzero": feature.frac_nonzero,
+        "pos_str": [token for token, _ in view.pos_logits],
+        "pos_values": [value for _, value in view.pos_logits],
+        "neg_str": [token for token, _ in view.neg_logits],
+        "neg_values": [value for _, value in view.neg_logits],
+        "freq_hist_data_bar_heights": view.act_hist.heights,
+        "freq_hist_data_bar_values": view.act_hist.centers,
+        "logits_hist_data_bar_heights": view.logit_hist.heights,
+        "logits_hist_data_bar_values": view.logit_hist.centers,
+        "activations": [_activation_payload(example) for example in view.top + view.intervals],
+        "explanations": [],
+    }
+
+
+def sae_features_page(sae: Sae, page_number: int | str | None) -> Page[Feature]:
+    features: QuerySet[Feature] = Feature.objects.filter(run_id=sae.published_run_id).only(
+        "index", "frac_nonzero", "max_act"
+    )
+    return Paginator(features, settings.ATLAS_FEATURES_PER_PAGE).get_page(page_number)
+
+
+def feature_page_number(sae: Sae, index: int) -> int:
+    return index // settings.ATLAS_FEATURES_PER_PAGE + 1
+
+
+def saes_list() -> list[Sae]:
+    return list(
+        Sae.objects.select_related("language_model", "published_run").prefetch_related("runs").order_by(
+            "language_model__slug", "slug"
+        )
+    )
+
+
+def sae_latest_run(sae: Sae) -> DashboardRun | None:
+    return sae.runs.order_by("-created").first()
+
+
+def run_get(run_id: int) -> DashboardRun:
+    run = DashboardRun.objects.filter(pk=run_id).first()
+    if run is None:
+        raise NotFound(f"No run {run_id}.")
+    return run
+
+
+def run_payload(run: DashboardRun) -> dict[str, Any]:
+    return {
+        "id": run.pk,
+        "status": run.status,
+        "phase": run.phase,
+        "progressDone": run.progress_done,
+        "progressTotal": run.progress_total,
+        "tokensTotal": run.tokens_total,
+        "device": run.device,
+        "error": run.error,
+        "created": run.created.isoformat(),
+        "started": run.started.isoformat() if run.started else None,
+        "finished": run.finished.isoformat() if run.finished else None,
+    }
+
+

@@ -1,0 +1,56 @@
+"""HTML pages: home, an SAE's feature list with its run progress, and one feature's dashboard."""
+
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+
+from atlas.features.selectors import (
+    NotFound,
+    feature_detail,
+    feature_page_number,
+    sae_features_page,
+    sae_get,
+    sae_latest_run,
+    saes_list,
+)
+from atlas.lms.selectors import language_models_list
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    saes = saes_list()
+    rows = [(sae, sae_latest_run(sae)) for sae in saes]
+    return render(request, "home.html", {"models": language_models_list(), "sae_rows": rows})
+
+
+def sae_page(request: HttpRequest, model_id: str, sae_id: str) -> HttpResponse:
+    try:
+        sae = sae_get(model_id, sae_id)
+    except NotFound as error:
+        raise Http404(str(error)) from error
+    jump = request.GET.get("index", "").strip()
+    if jump.isdigit():
+        return redirect("feature", model_id=model_id, sae_id=sae_id, index=int(jump))
+    page = request.GET.get("page") or (feature_page_number(sae, 0) if not jump else None)
+    context = {
+        "sae": sae,
+        "run": sae_latest_run(sae),
+        "features": sae_features_page(sae, page) if sae.published_run_id else None,
+        "jump_error": f"'{jump}' is not a feature index; enter a number from 0 to {sae.d_sae - 1}." if jump else "",
+    }
+    return render(request, "sae.html", context)
+
+
+def feature_page(request: HttpRequest, model_id: str, sae_id: str, index: int) -> HttpResponse:
+    try:
+        view = feature_detail(model_id, sae_id, index)
+    except NotFound as error:
+        raise Http404(str(error)) from error
+    context = {
+        "view": view,
+        "sae": view.sae,
+        "list_page": feature_page_number(view.sae, index),
+        "act_hist": {"x": view.act_hist.centers, "y": view.act_hist.heights},
+        "logit_hist": {"x": view.logit_hist.centers, "y": view.logit_hist.heights},
+        "previous_index": index - 1 if index > 0 else None,
+        "next_index": index + 1 if index + 1 < view.sae.d_sae else None,
+    }
+    return render(request, "feature.html", context)

@@ -1,0 +1,105 @@
+"""Safe unpacking of uploaded SAE archives: only regular files, no paths outside, bounded size."""
+
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+# The files of a SAELens SAE directory; anything else in an archive is ignored.
+SAE_FILE_NAMES = ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors")
+_COPY_CHUNK = 1024 * 1024
+
+
+class ArchiveError(ValueError):
+    pass
+
+
+def _checked_member_name(name: str) -> str | None:
+    """The SAE file a member holds, or None; refuses names that escape the archive."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts:
+        raise ArchiveError(f"The archive contains the unsafe path '{name}'; pack only the SAE directory.")
+    return path.name if path.name in SAE_FILE_NAMES else None
+
+
+def _copy_bounded(source: IO[bytes], target: Path, budget: int, archive_name: str) -> int:
+    """Copy at most `budget` bytes; a decompression bomb is stopped as soon as it passes the limit."""
+    written = 0
+    with open(target, "wb") as out:
+        while chunk := source.read(_COPY_CHUNK):
+            written += len(chunk)
+            if written > budget:
+                raise ArchiveError(
+                    f"{archive_name} unpacks to more than the {budget:,} byte upload limit; "
+                    "upload the files themselves or raise ATLAS_MAX_UPLOAD_BYTES."
+                )
+            out.write(chunk)
+    return written
+
+
+def _claim(found: set[str], name: str, archive_name: str) -> None:
+    if name in found:
+        raise ArchiveError(f"{archive_name} holds more than one {name}; pack a single SAE directory.")
+    found.add(name)
+
+
+def _unpack_zip(archive: Path, into: Path, budget: int) -> set[str]:
+    found: set[str] = set()
+    with zipfile.ZipFile(archive) as bundle:
+        for info in bundle.infolist():
+            if info.is_dir():
+                continue
+            if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                raise ArchiveError(f"The archive contains the symbolic link '{info.filename}'; links are refused.")
+            name = _checked_member_name(info.filename)
+            if name is None:
+                continue
+            _claim(found, name, archive.name)
+            with bundle.open(info) as source:
+                budget -= _copy_bounded(source, into / name, budget, archive.name)
+    return found
+
+
+def _unpack_tar(archive: Path, into: Path, budget: int) -> set[str]:
+    found: set[str] = set()
+    with tarfile.open(archive, mode="r:*") as bundle:
+        for member in bundle:
+            if member.isdir():
+                continue
+            if not member.isfile():
+                raise ArchiveError(
+                    f"The archive contains '{member.name}', which is a link or special file; only plain files are accepted."
+                )
+            name = _checked_member_name(member.name)
+            if name is None:
+                continue
+            _claim(found, name, archive.name)
+            source = bundle.extractfile(member)
+            if source is None:
+                continue
+            with source:
+                budget -= _copy_bounded(source, into / name, budget, archive.name)
+    return found
+
+
+def sae_archive_unpack(archive: Path, original_name: str, into: Path, max_bytes: int) -> None:
+    """Unpack the SAE files of a .zip or .tar(.gz) into `into` (flat), or raise ArchiveError."""
+    lowered = original_name.lower()
+    try:
+        if lowered.endswith(".zip"):
+            found = _unpack_zip(archive, into, max_bytes)
+        elif lowered.endswith((".tar.gz", ".tgz", ".tar")):
+            found = _unpack_tar(archive, into, max_bytes)
+        else:
+            raise ArchiveError(f"{original_name} is not a .zip, .tar.gz or .tar archive.")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as error:
+        shutil.rmtree(into, ignore_errors=True)
+        into.mkdir(parents=True, exist_ok=True)
+        raise ArchiveError(f"{original_name} could not be read as an archive ({error}); is it complete?") from error
+    missing = [name for name in SAE_FILE_NAMES[:2] if name not in found]
+    if missing:
+        raise ArchiveError(
+            f"{original_name} has no {' or '.join(missing)}; an SAELens SAE directory holds cfg.json and "
+            "sae_weights.safetensors."
+        )

@@ -1,0 +1,55 @@
+"""The SAE upload form: files, model, hook point, dataset and run parameters."""
+
+from typing import Any
+
+from django import forms
+
+from atlas.datasets.models import Dataset
+from atlas.lms.models import LanguageModel
+from atlas.saes.services import RunParams
+from workers.compute.results import DashboardParams
+
+
+class SaeUploadForm(forms.Form):
+    language_model = forms.ModelChoiceField(
+        queryset=LanguageModel.objects.all(), to_field_name="slug", label="Model", empty_label=None
+    )
+    cfg_file = forms.FileField(required=False, label="cfg.json")
+    weights_file = forms.FileField(required=False, label="sae_weights.safetensors")
+    archive = forms.FileField(
+        required=False, label="or one archive", help_text=".zip or .tar.gz of the SAELens SAE directory"
+    )
+    hook_name = forms.CharField(
+        required=False, max_length=200, help_text="Leave empty to use the hook_name in cfg.json."
+    )
+    slug = forms.SlugField(
+        required=False, max_length=100, label="SAE id", help_text='Like Neuronpedia\'s "6-res-jb"; default <layer>-res-<width>.'
+    )
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    dataset = forms.ModelChoiceField(queryset=Dataset.objects.all(), to_field_name="slug", empty_label=None)
+    n_sequences = forms.IntegerField(
+        required=False, min_value=1, label="Sequences", help_text="Empty: every sequence of the dataset."
+    )
+    top_k = forms.IntegerField(initial=DashboardParams.top_k, min_value=1, max_value=200, label="Top examples")
+    context_before = forms.IntegerField(initial=DashboardParams.context_before, min_value=0, max_value=1024)
+    context_after = forms.IntegerField(initial=DashboardParams.context_after, min_value=0, max_value=1024)
+
+    def service_arguments(self) -> dict[str, Any]:
+        """The cleaned fields as sae_upload's keyword arguments."""
+        data = self.cleaned_data
+        return {
+            "language_model": data["language_model"],
+            "dataset": data["dataset"],
+            "cfg_file": data["cfg_file"],
+            "weights_file": data["weights_file"],
+            "archive": data["archive"],
+            "hook_name": data["hook_name"],
+            "slug": data["slug"],
+            "description": data["description"],
+            "params": RunParams(
+                n_sequences=data["n_sequences"],
+                top_k=data["top_k"],
+                context_before=data["context_before"],
+                context_after=data["context_after"],
+            ),
+        }

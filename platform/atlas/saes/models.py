@@ -1,0 +1,75 @@
+"""An uploaded SAE attached to a model and hook point, and the runs that compute its dashboards."""
+
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+
+from atlas.datasets.models import Dataset
+from atlas.lms.models import LanguageModel
+
+
+class Sae(models.Model):
+    language_model = models.ForeignKey(LanguageModel, on_delete=models.PROTECT, related_name="saes")
+    # The Neuronpedia source id (its API calls it `layer`), e.g. "5-res-demo".
+    slug = models.SlugField(max_length=100)
+    hook_name = models.CharField(max_length=200)
+    layer = models.IntegerField(null=True, blank=True)
+    architecture = models.CharField(max_length=50)
+    d_in = models.PositiveIntegerField()
+    d_sae = models.PositiveIntegerField()
+    cfg = models.JSONField(default=dict)
+    description = models.TextField(blank=True)
+    files_dir = models.CharField(max_length=500, help_text="directory under MEDIA_ROOT")
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created = models.DateTimeField(auto_now_add=True)
+    # The run whose results pages show; switched in the same transaction that writes them.
+    published_run = models.ForeignKey(
+        "DashboardRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["language_model__slug", "slug"]
+        constraints = [models.UniqueConstraint(fields=["language_model", "slug"], name="unique_sae_per_model")]
+
+    def __str__(self) -> str:
+        return f"{self.language_model.slug}/{self.slug}"
+
+    @property
+    def files_path(self) -> Path:
+        return Path(settings.MEDIA_ROOT) / self.files_dir
+
+
+class DashboardRun(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    sae = models.ForeignKey(Sae, on_delete=models.CASCADE, related_name="runs")
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="runs")
+    n_sequences = models.PositiveIntegerField()
+    top_k = models.PositiveSmallIntegerField()
+    context_before = models.PositiveSmallIntegerField()
+    context_after = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    error = models.TextField(blank=True)
+    phase = models.CharField(max_length=50, blank=True)
+    progress_done = models.BigIntegerField(default=0)
+    progress_total = models.BigIntegerField(default=0)
+    tokens_total = models.BigIntegerField()
+    device = models.CharField(max_length=50, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} of {self.sae} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in {self.Status.SUCCEEDED, self.Status.FAILED}

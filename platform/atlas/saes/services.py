@@ -1,0 +1,223 @@
+"""Writes for SAEs: check and store an upload, queue its dashboard run, and execute a run on a worker."""
+
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.files import File
+from django.db import transaction
+
+from atlas.celery import app as celery_app
+from atlas.datasets.models import Dataset
+from atlas.lms.models import LanguageModel
+from atlas.saes.archives import ArchiveError, sae_archive_unpack
+from atlas.saes.models import DashboardRun, Sae
+from workers.compute.results import DashboardParams
+from workers.compute.sae import SaeConfig, SaeFormatError, sae_config_parse, sae_weights_check
+
+DASHBOARD_TASK = "workers.tasks.dashboard_run_execute"
+_LAYER = re.compile(r"blocks\.(\d+)\.")
+# Neuronpedia's short names for where an SAE reads, as in its ids ("6-res-jb", "8-att-kk").
+_HOOK_KIND = {
+    "hook_resid_post": "res",
+    "hook_resid_pre": "res-pre",
+    "hook_resid_mid": "res-mid",
+    "hook_z": "att",
+    "hook_attn_out": "att-out",
+    "hook_mlp_out": "mlp-out",
+    "hook_post": "mlp",
+}
+
+
+class SaeUploadError(ValueError):
+    """An upload that cannot be stored; `field` names the form field the message belongs to."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+@dataclass(frozen=True)
+class RunParams:
+    n_sequences: int | None = None
+    top_k: int = DashboardParams.top_k
+    context_before: int = DashboardParams.context_before
+    context_after: int = DashboardParams.context_after
+
+
+def _save_upload(upload: File, target: Path, field: str) -> None:  # type: ignore[type-arg]
+    if upload.size is not None and upload.size > settings.ATLAS_MAX_UPLOAD_BYTES:
+        raise SaeUploadError(
+            f"{upload.name} is {upload.size:,} bytes, over the {settings.ATLAS_MAX_UPLOAD_BYTES:,} byte limit.", field
+        )
+    with open(target, "wb") as out:
+        for chunk in upload.chunks():
+            out.write(chunk)
+
+
+def _stage_files(
+    staging: Path,
+    cfg_file: File | None,  # type: ignore[type-arg]
+    weights_file: File | None,  # type: ignore[type-arg]
+    archive: File | None,  # type: ignore[type-arg]
+) -> None:
+    if archive is not None:
+        packed = staging / "upload.archive"
+        _save_upload(archive, packed, "archive")
+        try:
+            sae_archive_unpack(packed, archive.name or "archive", staging, settings.ATLAS_MAX_UPLOAD_BYTES)
+        except ArchiveError as error:
+            raise SaeUploadError(str(error), "archive") from error
+        finally:
+            packed.unlink(missing_ok=True)
+        return
+    if cfg_file is None or weights_file is None:
+        raise SaeUploadError("Upload cfg.json and sae_weights.safetensors, or one .zip / .tar.gz of the SAE directory.")
+    _save_upload(cfg_file, staging / "cfg.json", "cfg_file")
+    _save_upload(weights_file, staging / "sae_weights.safetensors", "weights_file")
+
+
+def _checked_config(staging: Path) -> SaeConfig:
+    try:
+        config = sae_config_parse((staging / "cfg.json").read_text(encoding="utf-8", errors="replace"))
+    except SaeFormatError as error:
+        raise SaeUploadError(str(error), "cfg_file") from error
+    try:
+        sae_weights_check(staging / "sae_weights.safetensors", config)
+    except SaeFormatError as error:
+        raise SaeUploadError(str(error), "weights_file") from error
+    return config
+
+
+def _checked_hook(language_model: LanguageModel, config: SaeConfig, hook_name: str) -> str:
+    hook = hook_name.strip() or (config.hook_name or "")
+    if not hook:
+        raise SaeUploadError("cfg.json names no hook point; enter one, e.g. blocks.5.hook_resid_post.", "hook_name")
+    width = language_model.hook_widths.get(hook)
+    if width is None:
+        example = next(iter(sorted(language_model.hook_widths)), "blocks.0.hook_resid_post")
+        raise SaeUploadError(
+            f"{language_model.slug} has no hook named '{hook}'; hook names look like {example}.", "hook_name"
+        )
+    if width != config.d_in:
+        raise SaeUploadError(
+            f"W_enc is [{config.d_in}, {config.d_sae}] but the model's {hook} has width {width}.", "weights_file"
+        )
+    return hook
+
+
+def sae_default_slug(hook_name: str, d_sae: int) -> str:
+    match = _LAYER.search(hook_name)
+    layer = match.group(1) if match else "x"
+    kind = _HOOK_KIND.get(hook_name.rsplit(".", 1)[-1], "sae")
+    return f"{layer}-{kind}-{d_sae}"
+
+
+def _checked_run_params(language_model: LanguageModel, dataset: Dataset, params: RunParams) -> RunParams:
+    if dataset.language_model_id != language_model.pk:
+        raise SaeUploadError(
+            f"Dataset '{dataset.slug}' was tokenized for {dataset.language_model.slug}, not {language_model.slug}.",
+            "dataset",
+        )
+    n_sequences = params.n_sequences or dataset.n_sequences
+    if n_sequences > dataset.n_sequences:
+        raise SaeUploadError(f"Dataset '{dataset.slug}' has only {dataset.n_sequences} sequences.", "n_sequences")
+    if params.context_before + params.context_after + 1 > dataset.context_length:
+        raise SaeUploadError(
+            f"A context window of {params.context_before} + 1 + {params.context_after} tokens does not fit in "
+            f"sequences of {dataset.context_length}.",
+            "context_before",
+        )
+    return RunParams(n_sequences, params.top_k, params.context_before, params.context_after)
+
+
+def dashboard_run_create(*, sae: Sae, dataset: Dataset, params: RunParams) -> DashboardRun:
+    """Record a run and queue it on the GPU queue once the transaction commits."""
+    n_sequences = params.n_sequences or dataset.n_sequences
+    run = DashboardRun.objects.create(
+        sae=sae,
+        dataset=dataset,
+        n_sequences=n_sequences,
+        top_k=params.top_k,
+        context_before=params.context_before,
+        context_after=params.context_after,
+        tokens_total=n_sequences * dataset.context_length,
+    )
+    queue = settings.ATLAS_GPU_QUEUE
+    transaction.on_commit(lambda: celery_app.send_task(DASHBOARD_TASK, args=[run.pk], queue=queue))
+    return run
+
+
+def sae_upload(
+    *,
+    language_model: LanguageModel,
+    dataset: Dataset,
+    uploaded_by: AbstractBaseUser | None,
+    cfg_file: File | None = None,  # type: ignore[type-arg]
+    weights_file: File | None = None,  # type: ignore[type-arg]
+    archive: File | None = None,  # type: ignore[type-arg]
+    hook_name: str = "",
+    slug: str = "",
+    description: str = "",
+    params: RunParams = RunParams(),
+) -> Sae:
+    """Check an uploaded SAE completely, then store it and queue its dashboards; nothing stays on failure."""
+    media = Path(settings.MEDIA_ROOT)
+    staging = media / "staging" / uuid.uuid4().hex
+    staging.mkdir(parents=True)
+    try:
+        _stage_files(staging, cfg_file, weights_file, archive)
+        config = _checked_config(staging)
+        hook = _checked_hook(language_model, config, hook_name)
+        run_params = _checked_run_params(language_model, dataset, params)
+        slug = slug.strip() or sae_default_slug(hook, config.d_sae)
+        if Sae.objects.filter(language_model=language_model, slug=slug).exists():
+            raise SaeUploadError(f"{language_model.slug} already has an SAE '{slug}'; choose another id.", "slug")
+        return _sae_store(staging, media, language_model, dataset, uploaded_by, config, hook, slug, description,
+                          run_params)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _sae_store(
+    staging: Path,
+    media: Path,
+    language_model: LanguageModel,
+    dataset: Dataset,
+    uploaded_by: AbstractBaseUser | None,
+    config: SaeConfig,
+    hook: str,
+    slug: str,
+    description: str,
+    params: RunParams,
+) -> Sae:
+    files_dir = Path("saes") / uuid.uuid4().hex
+    final = media / files_dir
+    final.parent.mkdir(parents=True, exist_ok=True)
+    match = _LAYER.search(hook)
+    try:
+        with transaction.atomic():
+            sae = Sae.objects.create(
+                language_model=language_model,
+                slug=slug,
+                hook_name=hook,
+                layer=int(match.group(1)) if match else None,
+                architecture=config.architecture,
+                d_in=config.d_in,
+                d_sae=config.d_sae,
+                cfg=config.raw,
+                description=description,
+                files_dir=str(files_dir),
+                uploaded_by=uploaded_by,
+            )
+            staging.rename(final)
+            dashboard_run_create(sae=sae, dataset=dataset, params=params)
+    except Exception:
+        shutil.rmtree(final, ignore_errors=True)
+        raise
+    return sae

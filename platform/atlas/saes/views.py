@@ -1,0 +1,21 @@
+"""The SAE upload page (login required)."""
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+
+from atlas.saes.forms import SaeUploadForm
+from atlas.saes.services import SaeUploadError, sae_upload
+
+
+@login_required
+def upload(request: HttpRequest) -> HttpResponse:
+    form = SaeUploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            sae = sae_upload(uploaded_by=request.user, **form.service_arguments())  # type: ignore[arg-type]
+        except SaeUploadError as error:
+            form.add_error(error.field, error.message)
+        else:
+            return redirect("sae", model_id=sae.language_model.slug, sae_id=sae.slug)
+    return render(request, "upload.html", {"form": form})

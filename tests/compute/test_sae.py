@@ -1,0 +1,247 @@
+"""SAELens-format SAEs: every broken upload is refused with a message naming the problem; encode matches SAELens."""
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from sae_lens import SAE
+
+from workers.compute.sae import SaeFormatError, sae_config_parse, sae_load, sae_weights_check
+
+D_IN = 8
+D_SAE = 32
+
+
+def cfg_make(**overrides: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "architecture": "standard",
+        "d_in": D_IN,
+        "d_sae": D_SAE,
+        "dtype": "float32",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "metadata": {"hook_name": "blocks.0.hook_resid_post"},
+    }
+    return {**cfg, **overrides}
+
+
+def tensors_make(d_in: int = D_IN, d_sae: int = D_SAE) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return {
+        "W_enc": torch.randn(d_in, d_sae, generator=generator),
+        "W_dec": torch.randn(d_sae, d_in, generator=generator),
+        "b_enc": torch.randn(d_sae, generator=generator),
+        "b_dec": torch.randn(d_in, generator=generator),
+    }
+
+
+def sae_dir_make(directory: Path, tensors: dict[str, torch.Tensor], cfg: dict[str, Any] | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, directory / "sae_weights.safetensors")
+    (directory / "cfg.json").write_text(json.dumps(cfg or cfg_make()))
+    return directory
+
+
+def load_error(directory: Path) -> str:
+    with pytest.raises(SaeFormatError) as raised:
+        sae_load(directory)
+    return str(raised.value)
+
+
+def test_a_valid_sae_loads(tmp_path: Path) -> None:
+    sae = sae_load(sae_dir_make(tmp_path, tensors_make()))
+    assert (sae.d_in, sae.d_sae) == (D_IN, D_SAE)
+    assert sae.W_dec.shape == (D_SAE, D_IN)
+    assert sae.config.hook_name == "blocks.0.hook_resid_post"
+
+
+def test_truncated_weights_are_refused(tmp_path: Path) -> None:
+    directory = sae_dir_make(tmp_path, tensors_make())
+    weights = directory / "sae_weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-500])
+    message = load_error(directory)
+    assert "sae_weights.safetensors is truncated" in message
+    assert "bytes of tensors but the file has" in message
+
+
+def test_header_longer_than_the_file_is_refused(tmp_path: Path) -> None:
+    directory = sae_dir_make(tmp_path, tensors_make())
+    weights = directory / "sae_weights.safetensors"
+    weights.write_bytes(struct.pack("<Q", 5000) + b'{"W_enc": {')
+    assert "truncated: its header should be 5000 bytes but the file has 19" in load_error(directory)
+
+
+def test_header_offsets_beyond_the_file_are_refused(tmp_path: Path) -> None:
+    header = json.dumps({"W_enc": {"dtype": "F32", "shape": [D_IN, D_SAE], "data_offsets": [0, 4 * D_IN * D_SAE]}})
+    directory = sae_dir_make(tmp_path, tensors_make())
+    (directory / "sae_weights.safetensors").write_bytes(struct.pack("<Q", len(header)) + header.encode() + bytes(64))
+    assert f"header describes {4 * D_IN * D_SAE} bytes of tensors but the file has 64" in load_error(directory)
+
+
+def test_a_pickle_is_not_a_safetensors_file(tmp_path: Path) -> None:
+    directory = sae_dir_make(tmp_path, tensors_make())
+    torch.save(tensors_make(), directory / "sae_weights.safetensors")
+    assert "sae_weights.safetensors is not a safetensors file" in load_error(directory)
+
+
+def test_a_header_that_is_not_json_is_refused(tmp_path: Path) -> None:
+    directory = sae_dir_make(tmp_path, tensors_make())
+    (directory / "sae_weights.safetensors").write_bytes(struct.pack("<Q", 4) + b"oops")
+    assert "is not a safetensors file: its header is not JSON" in load_error(directory)
+
+
+def test_missing_tensor_is_named(tmp_path: Path) -> None:
+    tensors = tensors_make()
+    del tensors["b_dec"]
+    assert load_error(sae_dir_make(tmp_path, tensors)) == "missing tensor b_dec for architecture standard"
+
+
+def test_misnamed_tensor_is_named_with_the_expected_ones(tmp_path: Path) -> None:
+    tensors = tensors_make()
+    tensors["W_encoder"] = tensors.pop("W_enc")
+    message = load_error(sae_dir_make(tmp_path, tensors))
+    assert message.startswith(
+        "tensor W_encoder is not expected for architecture standard; expected W_enc, W_dec, b_enc, b_dec"
+    )
+
+
+def test_jumprelu_needs_its_threshold(tmp_path: Path) -> None:
+    message = load_error(sae_dir_make(tmp_path, tensors_make(), cfg_make(architecture="jumprelu")))
+    assert message == "missing tensor threshold for architecture jumprelu"
+
+
+def test_encoder_and_decoder_that_disagree_are_refused(tmp_path: Path) -> None:
+    tensors = tensors_make()
+    tensors["W_dec"] = torch.randn(D_SAE, D_IN + 1)
+    message = load_error(sae_dir_make(tmp_path, tensors))
+    assert message == f"W_dec is [{D_SAE}, {D_IN + 1}] but W_enc is [{D_IN}, {D_SAE}]: they disagree on d_in (9 vs 8)"
+
+
+def test_shapes_must_match_cfg_d_in(tmp_path: Path) -> None:
+    directory = sae_dir_make(tmp_path, tensors_make(d_in=16), cfg_make(d_in=D_IN))
+    assert load_error(directory) == f"W_enc is [16, {D_SAE}] but cfg.json says d_in={D_IN}"
+
+
+def test_nan_weight_is_named(tmp_path: Path) -> None:
+    tensors = tensors_make()
+    tensors["W_dec"][3, 2] = float("nan")
+    tensors["W_dec"][4, 1] = float("inf")
+    assert load_error(sae_dir_make(tmp_path, tensors)) == "tensor W_dec has 2 NaN or infinite values"
+
+
+def test_integer_weights_are_refused(tmp_path: Path) -> None:
+    tensors = tensors_make()
+    tensors["b_enc"] = torch.zeros(D_SAE, dtype=torch.int32)
+    assert load_error(sae_dir_make(tmp_path, tensors)) == "tensor b_enc is stored as I32; supported dtypes: F32, F16, BF16"
+
+
+def test_bf16_weights_load_as_float32(tmp_path: Path) -> None:
+    tensors = {name: tensor.to(torch.bfloat16) for name, tensor in tensors_make().items()}
+    sae = sae_load(sae_dir_make(tmp_path, tensors))
+    assert sae.W_enc.dtype == torch.float32
+    assert torch.equal(sae.W_enc, tensors["W_enc"].float())
+
+
+def test_bad_json_cfg_is_refused(tmp_path: Path) -> None:
+    directory = sae_dir_make(tmp_path, tensors_make())
+    (directory / "cfg.json").write_text("{not json")
+    assert load_error(directory) == "cfg.json is not valid JSON: Expecting property name enclosed in double quotes at line 1 column 2"
+
+
+def test_empty_cfg_is_refused() -> None:
+    with pytest.raises(SaeFormatError, match="^cfg.json is not valid JSON: Expecting value at line 1 column 1$"):
+        sae_config_parse("")
+
+
+def test_unknown_architecture_lists_the_supported_ones() -> None:
+    with pytest.raises(SaeFormatError) as raised:
+        sae_config_parse(json.dumps(cfg_make(architecture="gated")))
+    assert str(raised.value) == "architecture 'gated' is not supported; supported architectures: standard, jumprelu, topk"
+
+
+def test_activation_normalization_is_not_supported_yet() -> None:
+    with pytest.raises(SaeFormatError, match="normalize_activations 'layer_norm' is not supported yet"):
+        sae_config_parse(json.dumps(cfg_make(normalize_activations="layer_norm")))
+
+
+def test_cfg_without_d_sae_is_refused() -> None:
+    cfg = cfg_make()
+    del cfg["d_sae"]
+    with pytest.raises(SaeFormatError, match="^cfg.json has no d_sae$"):
+        sae_config_parse(json.dumps(cfg))
+
+
+def test_topk_without_k_is_refused() -> None:
+    with pytest.raises(SaeFormatError, match="a topk SAE needs k in cfg.json between 1 and d_sae=32, got None"):
+        sae_config_parse(json.dumps(cfg_make(architecture="topk")))
+
+
+def test_pre_6_topk_config_is_understood() -> None:
+    cfg = {
+        "d_in": D_IN,
+        "d_sae": D_SAE,
+        "hook_point": "blocks.3.hook_resid_pre",
+        "activation_fn_str": "topk",
+        "activation_fn_kwargs": {"k": 4},
+        "normalize_activations": False,
+    }
+    config = sae_config_parse(json.dumps(cfg))
+    assert (config.architecture, config.k, config.hook_name) == ("topk", 4, "blocks.3.hook_resid_pre")
+    assert config.apply_b_dec_to_input is True
+
+
+def test_pre_6_top_level_hook_name_is_understood() -> None:
+    cfg = {"d_in": D_IN, "d_sae": D_SAE, "hook_name": "blocks.1.hook_resid_post", "activation_fn_str": "relu"}
+    config = sae_config_parse(json.dumps(cfg))
+    assert (config.architecture, config.hook_name) == ("standard", "blocks.1.hook_resid_post")
+
+
+def test_unsupported_activation_function_is_refused() -> None:
+    with pytest.raises(SaeFormatError, match="activation_fn 'tanh-relu' is not supported; supported: relu, topk"):
+        sae_config_parse(json.dumps(cfg_make(activation_fn_str="tanh-relu")))
+
+
+def test_weights_check_reads_a_valid_file_without_complaint(tmp_path: Path) -> None:
+    directory = sae_dir_make(tmp_path, tensors_make())
+    config = sae_config_parse((directory / "cfg.json").read_text())
+    sae_weights_check(directory / "sae_weights.safetensors", config)
+
+
+def sae_lens_make(architecture: str, extra: dict[str, Any]) -> Any:
+    """A SAELens SAE with random weights, biased so that some features fire and some do not."""
+    cfg = {"architecture": architecture, "d_in": D_IN, "d_sae": D_SAE, "dtype": "float32", "device": "cpu", **extra}
+    sae = SAE.from_dict(cfg)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, parameter in sae.named_parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator))
+        if architecture == "jumprelu":
+            sae.threshold.copy_(torch.rand(D_SAE, generator=generator) * 2)
+    return sae
+
+
+@pytest.mark.parametrize(
+    ("architecture", "extra"),
+    [
+        ("standard", {}),
+        ("standard", {"apply_b_dec_to_input": False}),
+        ("jumprelu", {}),
+        ("topk", {"k": 5}),
+        ("topk", {"k": 5, "rescale_acts_by_decoder_norm": True}),
+    ],
+)
+def test_encode_matches_sae_lens(tmp_path: Path, architecture: str, extra: dict[str, Any]) -> None:
+    reference = sae_lens_make(architecture, extra)
+    reference.save_model(tmp_path)
+    ours = sae_load(tmp_path)
+    x = torch.randn(3, 7, D_IN, generator=torch.Generator().manual_seed(2)) * 3
+    with torch.no_grad():
+        expected = reference.encode(x)
+    actual = ours.encode(x)
+    assert ours.config.architecture == architecture
+    assert (expected > 0).any() and (expected == 0).any()
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)

@@ -1,0 +1,41 @@
+"""Shared fixtures: isolated media storage, the tiny model's records, a logged-in client."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from atlas.datasets.models import Dataset
+from atlas.lms.models import LanguageModel
+from tests import factories
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings: Any, tmp_path: Path) -> Path:
+    """Every test stores uploads in its own directory, so 'no files left behind' can be checked."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    return Path(settings.MEDIA_ROOT)
+
+
+@pytest.fixture
+def language_model(db: None) -> LanguageModel:
+    return factories.language_model_make()
+
+
+@pytest.fixture
+def dataset(language_model: LanguageModel) -> Dataset:
+    return factories.dataset_make(language_model)
+
+
+@pytest.fixture
+def logged_in_client(db: None) -> Client:
+    client = Client()
+    client.force_login(factories.user_make())
+    return client
+
+
+@pytest.fixture
+def sae_dir(tmp_path: Path) -> Path:
+    return factories.sae_lens_write(tmp_path / "sae", d_in=factories.tiny_model_facts().d_model)

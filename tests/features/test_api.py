@@ -1,0 +1,89 @@
+"""GET /api/feature/<model>/<sae>/<index>: Neuronpedia's field names, JSON 404s."""
+
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from atlas.features.models import Feature, FeatureExample
+from atlas.lms.models import LanguageModel
+from atlas.lms.selectors import tokens_text, vocabulary_for
+from atlas.saes.models import DashboardRun, Sae
+
+NEURONPEDIA_FIELDS = {
+    "modelId", "layer", "index", "maxActApprox", "frac_nonzero", "pos_str", "pos_values", "neg_str", "neg_values",
+    "freq_hist_data_bar_heights", "freq_hist_data_bar_values", "logits_hist_data_bar_heights",
+    "logits_hist_data_bar_values", "activations",
+}
+ACTIVATION_FIELDS = {"tokens", "values", "maxValue", "maxValueTokenIndex", "minValue", "binMin", "binMax", "binContains"}
+
+
+@pytest.fixture
+def published_feature(language_model: LanguageModel, dataset: Any) -> Feature:
+    sae = Sae.objects.create(language_model=language_model, slug="0-res-8", hook_name="blocks.0.hook_resid_post",
+                             layer=0, architecture="standard", d_in=language_model.d_model, d_sae=8,
+                             files_dir="saes/x")
+    run = DashboardRun.objects.create(sae=sae, dataset=dataset, n_sequences=4, top_k=2, context_before=2,
+                                      context_after=1, tokens_total=4 * 48, status=DashboardRun.Status.SUCCEEDED)
+    sae.published_run = run
+    sae.save()
+    feature = Feature.objects.create(
+        run=run, index=3, frac_nonzero=0.25, max_act=4.0, act_hist_counts=[3, 1],
+        logit_pos_ids=[5, 6], logit_pos_values=[2.0, 1.0], logit_neg_ids=[7, 8], logit_neg_values=[-2.0, -1.0],
+        logit_hist_counts=[1, 2, 1], logit_hist_min=-3.0, logit_hist_max=3.0,
+    )
+    FeatureExample.objects.create(feature=feature, kind=FeatureExample.Kind.TOP, rank=0, token_ids=[10, 11, 12],
+                                  values=[0.0, 4.0, 1.0], focus=1, value=4.0)
+    FeatureExample.objects.create(feature=feature, kind=FeatureExample.Kind.INTERVAL, rank=0, bin_min=0.0,
+                                  bin_max=2.0, bin_contains=0.75, token_ids=[13, 14], values=[1.5, 0.0], focus=0,
+                                  value=1.5)
+    return feature
+
+
+@pytest.mark.parametrize("suffix", ["", "/"])
+def test_feature_has_neuronpedia_fields(published_feature: Feature, suffix: str) -> None:
+    response = Client().get(f"/api/feature/tiny-llama/0-res-8/3{suffix}")
+    body = response.json()
+    assert response.status_code == 200
+    assert NEURONPEDIA_FIELDS <= body.keys()
+    assert (body["modelId"], body["layer"], body["index"]) == ("tiny-llama", "0-res-8", 3)
+    assert (body["maxActApprox"], body["frac_nonzero"]) == (4.0, 0.25)
+    assert all(ACTIVATION_FIELDS <= activation.keys() for activation in body["activations"])
+
+
+def test_token_text_comes_from_the_vocabulary(published_feature: Feature, language_model: LanguageModel) -> None:
+    body = Client().get("/api/feature/tiny-llama/0-res-8/3").json()
+    vocabulary = vocabulary_for(language_model)
+    assert body["pos_str"] == tokens_text(vocabulary, [5, 6])
+    assert body["neg_values"] == [-2.0, -1.0]
+    assert body["activations"][0]["tokens"] == tokens_text(vocabulary, [10, 11, 12])
+
+
+def test_top_examples_carry_bin_minus_one_and_intervals_their_bounds(published_feature: Feature) -> None:
+    top, interval = Client().get("/api/feature/tiny-llama/0-res-8/3").json()["activations"]
+    assert (top["binMin"], top["maxValue"], top["maxValueTokenIndex"], top["minValue"]) == (-1, 4.0, 1, 0.0)
+    assert (interval["binMin"], interval["binMax"], interval["binContains"]) == (0.0, 2.0, 0.75)
+
+
+def test_histograms_are_bin_centres_and_counts(published_feature: Feature) -> None:
+    body = Client().get("/api/feature/tiny-llama/0-res-8/3").json()
+    assert body["freq_hist_data_bar_values"] == [1.0, 3.0]
+    assert body["freq_hist_data_bar_heights"] == [3, 1]
+    assert body["logits_hist_data_bar_values"] == [-2.0, 0.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    ("path", "words"),
+    [
+        ("/api/feature/nope/0-res-8/3", "No model 'nope'"),
+        ("/api/feature/tiny-llama/9-res-1/3", "has no SAE '9-res-1'"),
+        ("/api/feature/tiny-llama/0-res-8/99", "there is no feature 99"),
+        ("/api/nothing-here", "No API endpoint"),
+    ],
+)
+def test_unknown_ids_are_json_404s(published_feature: Feature, path: str, words: str) -> None:
+    response = Client().get(path)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"] == "not_found"
+    assert words in response.json()["message"]

@@ -1,0 +1,93 @@
+"""Publishing a run is atomic: readers see the previous run's results or all of the new ones."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from atlas.datasets.models import Dataset
+from atlas.features.models import Feature, FeatureExample
+from atlas.features.services import run_results_publish
+from atlas.lms.models import LanguageModel
+from atlas.saes.models import DashboardRun, Sae
+from workers.compute.results import Examples, FeatureDashboards
+
+N_FEATURES, TOP_K, WINDOW = 4, 2, 5
+
+
+def _examples(slots: tuple[int, ...], value: float) -> Examples:
+    shape = (N_FEATURES, *slots)
+    return Examples(
+        seq=np.zeros(shape, dtype=np.int64),
+        pos=np.full(shape, 2, dtype=np.int64),
+        values=np.full(shape, value, dtype=np.float32),
+        window_tokens=np.tile(np.array([-1, 3, 4, 5, 6], dtype=np.int32), (*shape, 1)),
+        window_values=np.tile(np.array([np.nan, 0.0, value, 0.5, 0.0], dtype=np.float32), (*shape, 1)),
+    )
+
+
+def _dashboards(max_act: float) -> FeatureDashboards:
+    return FeatureDashboards(
+        n_tokens=100,
+        frac_nonzero=np.full(N_FEATURES, 0.1),
+        max_act=np.full(N_FEATURES, max_act, dtype=np.float32),
+        top=_examples((TOP_K,), max_act),
+        intervals=_examples((5, 1), max_act / 2),
+        interval_counts=np.ones((N_FEATURES, 5), dtype=np.int64),
+        act_hist_counts=np.ones((N_FEATURES, 50), dtype=np.int64),
+        logit_top_ids=np.zeros((N_FEATURES, 3), dtype=np.int64),
+        logit_top_values=np.ones((N_FEATURES, 3), dtype=np.float32),
+        logit_bottom_ids=np.zeros((N_FEATURES, 3), dtype=np.int64),
+        logit_bottom_values=-np.ones((N_FEATURES, 3), dtype=np.float32),
+        logit_hist_counts=np.ones((N_FEATURES, 50), dtype=np.int64),
+        logit_hist_min=-np.ones(N_FEATURES, dtype=np.float32),
+        logit_hist_max=np.ones(N_FEATURES, dtype=np.float32),
+    )
+
+
+@pytest.fixture
+def sae(language_model: LanguageModel, dataset: Dataset) -> Sae:
+    return Sae.objects.create(language_model=language_model, slug="0-res-4", hook_name="blocks.0.hook_resid_post",
+                              architecture="standard", d_in=language_model.d_model, d_sae=N_FEATURES,
+                              files_dir="saes/none")
+
+
+def _run(sae: Sae, dataset: Dataset) -> DashboardRun:
+    return DashboardRun.objects.create(sae=sae, dataset=dataset, n_sequences=4, top_k=TOP_K, context_before=2,
+                                       context_after=2, tokens_total=4 * dataset.context_length)
+
+
+def _published_max(sae: Sae) -> set[float]:
+    sae.refresh_from_db()
+    return set(Feature.objects.filter(run_id=sae.published_run_id).values_list("max_act", flat=True))
+
+
+def test_publish_stores_every_feature_and_trims_windows(sae: Sae, dataset: Dataset) -> None:
+    run = _run(sae, dataset)
+    run_results_publish(run=run, dashboards=_dashboards(2.0))
+    run.refresh_from_db()
+    assert run.status == DashboardRun.Status.SUCCEEDED
+    assert Feature.objects.filter(run=run).count() == N_FEATURES
+    example = FeatureExample.objects.filter(feature__run=run, kind=FeatureExample.Kind.TOP).first()
+    assert example is not None
+    assert (example.token_ids, example.focus, example.values[example.focus]) == ([3, 4, 5, 6], 1, 2.0)
+    assert FeatureExample.objects.filter(feature__run=run).count() == N_FEATURES * (TOP_K + 5)
+
+
+def test_new_run_replaces_the_old_one(sae: Sae, dataset: Dataset) -> None:
+    first, second = _run(sae, dataset), _run(sae, dataset)
+    run_results_publish(run=first, dashboards=_dashboards(2.0))
+    run_results_publish(run=second, dashboards=_dashboards(3.0))
+    assert _published_max(sae) == {3.0}
+    assert not Feature.objects.filter(run=first).exists()
+
+
+def test_a_failed_publish_leaves_the_previous_results(sae: Sae, dataset: Dataset) -> None:
+    first, second = _run(sae, dataset), _run(sae, dataset)
+    run_results_publish(run=first, dashboards=_dashboards(2.0))
+    broken = replace(_dashboards(3.0), top=replace(_dashboards(3.0).top, seq=np.zeros((2, TOP_K), dtype=np.int64)))
+    with pytest.raises(IndexError):
+        run_results_publish(run=second, dashboards=broken)
+    assert _published_max(sae) == {2.0}
+    assert not Feature.objects.filter(run=second).exists()

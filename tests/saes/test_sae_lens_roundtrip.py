@@ -1,0 +1,67 @@
+"""An SAE written by sae_lens's own save_model uploads, computes in-process and renders its pages."""
+
+from pathlib import Path
+
+import pytest
+from django.test import Client
+
+from atlas.datasets.models import Dataset
+from atlas.lms.models import LanguageModel
+from atlas.saes.execution import dashboard_run_execute
+from atlas.saes.models import DashboardRun, Sae
+from tests import factories
+
+
+@pytest.fixture
+def computed_sae(logged_in_client: Client, language_model: LanguageModel, dataset: Dataset, sae_dir: Path) -> Sae:
+    response = logged_in_client.post(
+        "/upload/", {**factories.upload_form_data(language_model, dataset), **factories.sae_upload_files(sae_dir)}
+    )
+    assert response.status_code == 302
+    run = DashboardRun.objects.get()
+    dashboard_run_execute(run.pk)
+    return Sae.objects.get()
+
+
+def test_run_succeeds_and_is_published(computed_sae: Sae) -> None:
+    run = DashboardRun.objects.get()
+    assert run.status == DashboardRun.Status.SUCCEEDED, run.error
+    assert computed_sae.published_run_id == run.pk
+    assert run.features.count() == computed_sae.d_sae
+    assert run.progress_done == run.progress_total > 0
+
+
+def test_sae_page_lists_features(computed_sae: Sae) -> None:
+    page = Client().get(f"/{computed_sae.language_model.slug}/{computed_sae.slug}/").content.decode()
+    assert 'href="/tiny-llama/0-res-48/0"' in page
+    assert "succeeded" in page
+
+
+def test_feature_page_renders_examples_and_plots(computed_sae: Sae) -> None:
+    feature = computed_sae.published_run.features.order_by("-frac_nonzero").first()  # type: ignore[union-attr]
+    assert feature is not None and feature.frac_nonzero > 0
+    response = Client().get(f"/tiny-llama/0-res-48/{feature.index}")
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert page.count('class="example"') == feature.examples.count()
+    assert 'class="tok focus"' in page
+    assert "/static/vendor/plotly.min.js" in page
+    assert 'id="act-hist"' in page and 'id="logit-hist"' in page
+
+
+def test_jump_box_redirects_to_feature(computed_sae: Sae) -> None:
+    response = Client().get("/tiny-llama/0-res-48/", {"index": "7"})
+    assert response.status_code == 302
+    assert response["Location"] == "/tiny-llama/0-res-48/7"
+
+
+def test_failed_run_shows_its_error(computed_sae: Sae) -> None:
+    (computed_sae.files_path / "sae_weights.safetensors").write_bytes(b"gone")
+    run = DashboardRun.objects.create(sae=computed_sae, dataset=DashboardRun.objects.get().dataset, n_sequences=4,
+                                      top_k=5, context_before=4, context_after=2, tokens_total=4 * 48)
+    dashboard_run_execute(run.pk)
+    run.refresh_from_db()
+    assert run.status == DashboardRun.Status.FAILED
+    assert "safetensors" in run.error
+    page = Client().get("/tiny-llama/0-res-48/").content.decode()
+    assert run.error.split(":")[0] in page

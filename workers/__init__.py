@@ -1,0 +1,1 @@
+"""Celery tasks (thin shells over services) and the pure compute package."""

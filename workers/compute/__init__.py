@@ -1,0 +1,1 @@
+"""Pure torch + transformer-lens compute for SAE dashboards: tensors in, arrays out, no Django."""

@@ -1,0 +1,187 @@
+"""Load the language model an SAE reads from, and describe the hooks and vocabulary it offers."""
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens import loading_from_pretrained as tl_loading
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+# SAELens loads models with these settings; an SAE trained there only sees the same activations
+# when the residual stream is processed the same way.
+SAELENS_PROCESSING: dict[str, bool] = {
+    "fold_ln": True,
+    "center_writing_weights": False,
+    "center_unembed": True,
+}
+# transformer-lens picks the architecture from the name alone when it contains one of these, and then
+# never reads config.json; a local directory is therefore announced under a neutral alias.
+_NAME_SNIFFED_WORDS = ("llama", "gemma")
+_NEUTRAL_ALIAS = "hf-local-model"
+
+
+class LanguageModelError(ValueError):
+    """A model source cannot be loaded; the message says what is wrong with it."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a language model comes from: a transformer-lens name (hub) or a local HF directory."""
+
+    kind: Literal["transformer_lens", "hf_local"]
+    name_or_path: str
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """Shapes and vocabulary of a loaded model, everything the platform validates an SAE against."""
+
+    d_model: int
+    n_layers: int
+    n_ctx: int
+    d_vocab: int
+    hook_widths: dict[str, int]  # hook name -> width of its last dimension, heads flattened
+    vocabulary: list[str]  # vocabulary[token_id] is that token decoded on its own
+
+
+def load_language_model(
+    source: ModelSource, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> HookedTransformer:
+    if source.kind == "transformer_lens":
+        return HookedTransformer.from_pretrained(
+            source.name_or_path, device=device, dtype=dtype, **SAELENS_PROCESSING
+        )
+    return _load_hf_local(_hf_directory(source), device, dtype)
+
+
+def load_tokenizer(source: ModelSource) -> PreTrainedTokenizerBase:
+    """The model's tokenizer alone, without loading any weights."""
+    if source.kind == "transformer_lens":
+        official_name = tl_loading.get_official_model_name(source.name_or_path)
+        return AutoTokenizer.from_pretrained(official_name)
+    tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(_hf_directory(source))
+    return tokenizer
+
+
+def model_facts(model: HookedTransformer) -> ModelFacts:
+    cfg = model.cfg
+    return ModelFacts(
+        d_model=cfg.d_model,
+        n_layers=cfg.n_layers,
+        n_ctx=cfg.n_ctx,
+        d_vocab=cfg.d_vocab,
+        hook_widths=hook_widths(cfg),
+        vocabulary=vocabulary(model),
+    )
+
+
+def hook_widths(cfg: HookedTransformerConfig) -> dict[str, int]:
+    """Every hook an SAE may read, with the width of its activations once heads are flattened."""
+    widths = {"hook_embed": cfg.d_model}
+    if cfg.positional_embedding_type in ("standard", "shortformer"):
+        widths["hook_pos_embed"] = cfg.d_model
+    for layer in range(cfg.n_layers):
+        widths |= _block_hook_widths(cfg, layer)
+    return widths
+
+
+def _block_hook_widths(cfg: HookedTransformerConfig, layer: int) -> dict[str, int]:
+    prefix = f"blocks.{layer}"
+    kv_heads = cfg.n_heads
+    if cfg.n_key_value_heads is not None and not cfg.ungroup_grouped_query_attention:
+        # Grouped-query attention hooks k and v before they are shared between query heads.
+        kv_heads = cfg.n_key_value_heads
+    widths = {
+        f"{prefix}.hook_resid_pre": cfg.d_model,
+        f"{prefix}.hook_attn_out": cfg.d_model,
+        f"{prefix}.hook_resid_post": cfg.d_model,
+        f"{prefix}.attn.hook_q": cfg.n_heads * cfg.d_head,
+        f"{prefix}.attn.hook_k": kv_heads * cfg.d_head,
+        f"{prefix}.attn.hook_v": kv_heads * cfg.d_head,
+        f"{prefix}.attn.hook_z": cfg.n_heads * cfg.d_head,
+    }
+    if cfg.use_attn_result:
+        widths[f"{prefix}.attn.hook_result"] = cfg.n_heads * cfg.d_model
+    return widths | _mlp_hook_widths(cfg, prefix)
+
+
+def _mlp_hook_widths(cfg: HookedTransformerConfig, prefix: str) -> dict[str, int]:
+    if cfg.attn_only:
+        return {}
+    widths = {f"{prefix}.hook_mlp_out": cfg.d_model}
+    if not cfg.parallel_attn_mlp:
+        widths[f"{prefix}.hook_resid_mid"] = cfg.d_model
+    # Mixture-of-experts layers hook per-expert activations, which no SAE width describes.
+    if cfg.num_experts or cfg.d_mlp is None:
+        return widths
+    widths[f"{prefix}.mlp.hook_pre"] = cfg.d_mlp
+    widths[f"{prefix}.mlp.hook_post"] = cfg.d_mlp
+    if cfg.gated_mlp:
+        widths[f"{prefix}.mlp.hook_pre_linear"] = cfg.d_mlp
+    return widths
+
+
+def vocabulary(model: HookedTransformer) -> list[str]:
+    """Display string of every token id, spaces and special tokens kept as the tokenizer decodes them."""
+    if model.tokenizer is None:
+        raise LanguageModelError("The model has no tokenizer, so its tokens cannot be displayed.")
+    tokenizer = model.tokenizer
+    # Some models pad the embedding beyond the tokenizer; those ids decode to nothing.
+    known = min(model.cfg.d_vocab, len(tokenizer))
+    decoded: list[str] = tokenizer.batch_decode(
+        [[token_id] for token_id in range(known)],
+        skip_special_tokens=False,
+        clean_up_tokenization_spaces=False,
+    )
+    return decoded + [""] * (model.cfg.d_vocab - known)
+
+
+def _hf_directory(source: ModelSource) -> Path:
+    directory = Path(source.name_or_path)
+    if not (directory / "config.json").is_file():
+        raise LanguageModelError(f"{directory} is not a Hugging Face model directory (no config.json).")
+    return directory
+
+
+def _load_hf_local(directory: Path, device: str, dtype: torch.dtype) -> HookedTransformer:
+    tokenizer = load_tokenizer(ModelSource("hf_local", str(directory)))
+    # The HF model lives only in this frame, so its weights are freed when the conversion returns.
+    hf_model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
+    with _official_alias(directory) as alias:
+        model = HookedTransformer.from_pretrained(
+            alias,
+            hf_model=hf_model,
+            tokenizer=tokenizer,
+            device=device,
+            dtype=dtype,
+            **SAELENS_PROCESSING,
+        )
+    model.cfg.model_name = directory.name
+    return model
+
+
+@contextmanager
+def _official_alias(directory: Path) -> Iterator[str]:
+    """A path transformer-lens accepts as an official name and whose config it reads from disk.
+
+    transformer-lens 3.9 only loads names in OFFICIAL_MODEL_NAMES, and reads config.json from the name
+    when it is a directory; the weights and tokenizer are passed in, so config.json is all it needs.
+    """
+    with tempfile.TemporaryDirectory(prefix="tl-config-") as scratch:
+        alias_dir = Path(scratch) / _NEUTRAL_ALIAS
+        alias_dir.mkdir()
+        shutil.copyfile(directory / "config.json", alias_dir / "config.json")
+        alias = str(alias_dir)
+        if any(word in alias.lower() for word in _NAME_SNIFFED_WORDS):
+            raise LanguageModelError(f"Temporary directory {alias} would mislead transformer-lens.")
+        tl_loading.OFFICIAL_MODEL_NAMES.append(alias)
+        try:
+            yield alias
+        finally:
+            tl_loading.OFFICIAL_MODEL_NAMES.remove(alias)
