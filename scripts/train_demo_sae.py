@@ -24,13 +24,13 @@ from transformer_lens import HookedTransformer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workers.compute.builtin_models import smollm2_convert  # noqa: E402
-from workers.compute.corpus import (  # noqa: E402
+from workers.compute.builtin_models import smollm2_convert
+from workers.compute.corpus import (
     documents_from_txt,
     shakespeare_text,
     tokenize_into_sequences,
 )
-from workers.compute.language_model import ModelSource, load_language_model, load_tokenizer  # noqa: E402
+from workers.compute.language_model import ModelSource, load_language_model, load_tokenizer
 
 logger = logging.getLogger("train_demo_sae")
 

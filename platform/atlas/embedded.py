@@ -7,7 +7,7 @@ import subprocess
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,14 +106,10 @@ def embedded_stop(var_dir: Path) -> None:
     """Stop both embedded services (used by `make stop`)."""
     pid_file = var_dir / "redis.pid"
     if pid_file.exists():
-        try:
+        with suppress(ProcessLookupError, ValueError):
             os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
-        except (ProcessLookupError, ValueError):
-            pass
     postmaster = var_dir / "postgres" / "postmaster.pid"
     if postmaster.exists():
         # SIGINT is Postgres's "fast" shutdown: roll back open transactions, then exit cleanly.
-        try:
+        with suppress(ProcessLookupError, ValueError, IndexError):
             os.kill(int(postmaster.read_text().split()[0]), signal.SIGINT)
-        except (ProcessLookupError, ValueError, IndexError):
-            pass

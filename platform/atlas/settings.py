@@ -90,7 +90,8 @@ TEMPLATES = [
 
 def _database() -> dict[str, Any]:
     if url := os.environ.get("DATABASE_URL"):
-        return dj_database_url.parse(url, conn_max_age=60)
+        parsed: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=60))
+        return parsed
     address = embedded.postgres_start(VAR_DIR)
     return {
         "ENGINE": "django.db.backends.postgresql",

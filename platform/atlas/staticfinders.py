@@ -19,9 +19,9 @@ class PlotlyFinder(BaseFinder):
     def check(self, **kwargs: Any) -> list[Any]:
         return []
 
-    def find(self, path: str, find_all: bool = False, **kwargs: Any) -> str | list[str]:
+    def find(self, path: str, find_all: bool = False, **kwargs: Any) -> Any:
         if path != PLOTLY_STATIC_PATH:
-            return [] if find_all else ""
+            return [] if find_all else None
         match = str(_PACKAGE_DATA / "plotly.min.js")
         return [match] if find_all else match
 

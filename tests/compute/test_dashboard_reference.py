@@ -205,8 +205,8 @@ def test_interval_samples_are_distinct_active_tokens_in_their_interval(run: Run)
         assert reference_bin(value, run.result.max_act[feature], PARAMS.n_intervals) == interval
     for feature, interval in np.ndindex(*intervals.seq.shape[:2]):
         filled = intervals.seq[feature, interval] >= 0
-        places = set(zip(intervals.seq[feature, interval][filled], intervals.pos[feature, interval][filled], strict=True))
-        assert len(places) == filled.sum()
+        seqs, positions = intervals.seq[feature, interval][filled], intervals.pos[feature, interval][filled]
+        assert len(set(zip(seqs, positions, strict=True))) == filled.sum()
 
 
 def test_interval_sample_windows_match_the_reference(run: Run) -> None:
@@ -216,6 +216,16 @@ def test_interval_sample_windows_match_the_reference(run: Run) -> None:
         tokens, values = reference_window(run, seq, pos, feature)
         assert intervals.window_tokens[feature, interval, slot].tolist() == tokens
         np.testing.assert_allclose(intervals.window_values[feature, interval, slot], values, rtol=1e-6, equal_nan=True)
+
+
+def test_intervals_with_room_for_everything_hold_every_active_token(run: Run) -> None:
+    roomy = DashboardParams(**{**vars(PARAMS), "examples_per_interval": N_SEQS * SEQ_LEN})
+    intervals = dashboards_compute(run.model, run.sae, run.tokens, HOOK, roomy).intervals
+    for feature in range(D_SAE):
+        filled = intervals.seq[feature] >= 0
+        sampled = sorted(zip(intervals.seq[feature][filled], intervals.pos[feature][filled], strict=True))
+        seqs, positions = np.nonzero(run.counted[:, :, feature] > 0)
+        assert sampled == sorted(zip(seqs, positions + 1, strict=True))
 
 
 def test_interval_samples_are_reproducible_with_the_seed(run: Run) -> None:
@@ -252,8 +262,15 @@ def test_never_firing_features_have_no_examples(run: Run) -> None:
     assert (result.top.window_tokens[NEVER_FIRING] == -1).all()
 
 
+def reference_logits(run: Run) -> npt.NDArray[np.float32]:
+    """Every feature's logit lens [F, V] in one piece, for comparison with the chunked computation."""
+    with torch.inference_mode():
+        logits: npt.NDArray[np.float32] = (run.sae.W_dec @ run.model.W_U).numpy()
+    return logits
+
+
 def test_logit_lens_top_and_bottom_tokens(run: Run) -> None:
-    logits = (run.sae.W_dec @ run.model.W_U).detach().numpy()  # [F, V]
+    logits = reference_logits(run)
     order = np.argsort(logits, axis=1)
     np.testing.assert_array_equal(run.result.logit_top_ids, order[:, ::-1][:, : PARAMS.logit_tokens])
     np.testing.assert_array_equal(run.result.logit_bottom_ids, order[:, : PARAMS.logit_tokens])
@@ -262,7 +279,7 @@ def test_logit_lens_top_and_bottom_tokens(run: Run) -> None:
 
 
 def test_logit_lens_histogram(run: Run) -> None:
-    logits = (run.sae.W_dec @ run.model.W_U).detach().numpy()  # [F, V]
+    logits = reference_logits(run)
     np.testing.assert_allclose(run.result.logit_hist_min, logits.min(axis=1), rtol=1e-5)
     np.testing.assert_allclose(run.result.logit_hist_max, logits.max(axis=1), rtol=1e-5)
     for feature in range(D_SAE):
@@ -303,5 +320,6 @@ def test_hook_z_heads_are_flattened_and_get_no_logit_lens(run: Run) -> None:
 
 
 def test_a_hook_the_model_lacks_is_refused(run: Run) -> None:
-    with pytest.raises(ValueError, match="the model has no hook 'blocks.9.hook_resid_post'"):
+    with pytest.raises(ValueError) as raised:
         dashboards_compute(run.model, run.sae, run.tokens, "blocks.9.hook_resid_post", PARAMS)
+    assert str(raised.value).startswith("the model has no hook 'blocks.9.hook_resid_post'")

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import save_file
 from sae_lens import SAE
+from safetensors.torch import save_file
 
 from workers.compute.sae import SaeFormatError, sae_config_parse, sae_load, sae_weights_check
 
@@ -49,6 +49,12 @@ def sae_dir_make(directory: Path, tensors: dict[str, torch.Tensor], cfg: dict[st
 def load_error(directory: Path) -> str:
     with pytest.raises(SaeFormatError) as raised:
         sae_load(directory)
+    return str(raised.value)
+
+
+def config_error(text: str) -> str:
+    with pytest.raises(SaeFormatError) as raised:
+        sae_config_parse(text)
     return str(raised.value)
 
 
@@ -136,7 +142,8 @@ def test_nan_weight_is_named(tmp_path: Path) -> None:
 def test_integer_weights_are_refused(tmp_path: Path) -> None:
     tensors = tensors_make()
     tensors["b_enc"] = torch.zeros(D_SAE, dtype=torch.int32)
-    assert load_error(sae_dir_make(tmp_path, tensors)) == "tensor b_enc is stored as I32; supported dtypes: F32, F16, BF16"
+    message = load_error(sae_dir_make(tmp_path, tensors))
+    assert message == "tensor b_enc is stored as I32; supported dtypes: F32, F16, BF16"
 
 
 def test_bf16_weights_load_as_float32(tmp_path: Path) -> None:
@@ -149,35 +156,33 @@ def test_bf16_weights_load_as_float32(tmp_path: Path) -> None:
 def test_bad_json_cfg_is_refused(tmp_path: Path) -> None:
     directory = sae_dir_make(tmp_path, tensors_make())
     (directory / "cfg.json").write_text("{not json")
-    assert load_error(directory) == "cfg.json is not valid JSON: Expecting property name enclosed in double quotes at line 1 column 2"
+    message = load_error(directory)
+    assert message == "cfg.json is not valid JSON: Expecting property name enclosed in double quotes at line 1 column 2"
 
 
 def test_empty_cfg_is_refused() -> None:
-    with pytest.raises(SaeFormatError, match="^cfg.json is not valid JSON: Expecting value at line 1 column 1$"):
-        sae_config_parse("")
+    assert config_error("") == "cfg.json is not valid JSON: Expecting value at line 1 column 1"
 
 
 def test_unknown_architecture_lists_the_supported_ones() -> None:
-    with pytest.raises(SaeFormatError) as raised:
-        sae_config_parse(json.dumps(cfg_make(architecture="gated")))
-    assert str(raised.value) == "architecture 'gated' is not supported; supported architectures: standard, jumprelu, topk"
+    message = config_error(json.dumps(cfg_make(architecture="gated")))
+    assert message == "architecture 'gated' is not supported; supported architectures: standard, jumprelu, topk"
 
 
 def test_activation_normalization_is_not_supported_yet() -> None:
-    with pytest.raises(SaeFormatError, match="normalize_activations 'layer_norm' is not supported yet"):
-        sae_config_parse(json.dumps(cfg_make(normalize_activations="layer_norm")))
+    message = config_error(json.dumps(cfg_make(normalize_activations="layer_norm")))
+    assert message.startswith("normalize_activations 'layer_norm' is not supported yet")
 
 
 def test_cfg_without_d_sae_is_refused() -> None:
     cfg = cfg_make()
     del cfg["d_sae"]
-    with pytest.raises(SaeFormatError, match="^cfg.json has no d_sae$"):
-        sae_config_parse(json.dumps(cfg))
+    assert config_error(json.dumps(cfg)) == "cfg.json has no d_sae"
 
 
 def test_topk_without_k_is_refused() -> None:
-    with pytest.raises(SaeFormatError, match="a topk SAE needs k in cfg.json between 1 and d_sae=32, got None"):
-        sae_config_parse(json.dumps(cfg_make(architecture="topk")))
+    message = config_error(json.dumps(cfg_make(architecture="topk")))
+    assert message == "a topk SAE needs k in cfg.json between 1 and d_sae=32, got None"
 
 
 def test_pre_6_topk_config_is_understood() -> None:
@@ -201,8 +206,8 @@ def test_pre_6_top_level_hook_name_is_understood() -> None:
 
 
 def test_unsupported_activation_function_is_refused() -> None:
-    with pytest.raises(SaeFormatError, match="activation_fn 'tanh-relu' is not supported; supported: relu, topk"):
-        sae_config_parse(json.dumps(cfg_make(activation_fn_str="tanh-relu")))
+    message = config_error(json.dumps(cfg_make(activation_fn_str="tanh-relu")))
+    assert message == "activation_fn 'tanh-relu' is not supported; supported: relu, topk"
 
 
 def test_weights_check_reads_a_valid_file_without_complaint(tmp_path: Path) -> None:
@@ -217,7 +222,7 @@ def sae_lens_make(architecture: str, extra: dict[str, Any]) -> Any:
     sae = SAE.from_dict(cfg)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        for name, parameter in sae.named_parameters():
+        for parameter in sae.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator))
         if architecture == "jumprelu":
             sae.threshold.copy_(torch.rand(D_SAE, generator=generator) * 2)

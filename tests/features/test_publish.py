@@ -1,7 +1,6 @@
 """Publishing a run is atomic: readers see the previous run's results or all of the new ones."""
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest

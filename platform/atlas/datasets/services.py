@@ -25,7 +25,7 @@ class DatasetError(ValueError):
     pass
 
 
-def dataset_documents_from_file(upload: File) -> list[str]:  # type: ignore[type-arg]
+def dataset_documents_from_file(upload: File[bytes]) -> list[str]:
     """Documents from an uploaded .txt (paragraphs) or .jsonl (one {"text": ...} per line)."""
     name = (upload.name or "").lower()
     text = b"".join(upload.chunks()).decode("utf-8", errors="replace")

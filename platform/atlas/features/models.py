@@ -26,6 +26,9 @@ class Feature(models.Model):
         ordering = ["index"]
         constraints = [models.UniqueConstraint(fields=["run", "index"], name="unique_feature_per_run")]
 
+    def __str__(self) -> str:
+        return f"feature {self.index} of run {self.run_id}"
+
 
 class FeatureExample(models.Model):
     class Kind(models.IntegerChoices):
@@ -48,3 +51,6 @@ class FeatureExample(models.Model):
     class Meta:
         ordering = ["kind", "-bin_min", "rank"]
         indexes = [models.Index(fields=["feature", "kind"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} example {self.rank} of feature {self.feature_id}"

@@ -32,3 +32,6 @@ class Vocabulary(models.Model):
 
     language_model = models.OneToOneField(LanguageModel, on_delete=models.CASCADE, related_name="vocabulary")
     tokens = models.JSONField(default=list)
+
+    def __str__(self) -> str:
+        return f"vocabulary of {self.language_model_id}"

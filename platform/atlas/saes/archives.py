@@ -69,7 +69,8 @@ def _unpack_tar(archive: Path, into: Path, budget: int) -> set[str]:
                 continue
             if not member.isfile():
                 raise ArchiveError(
-                    f"The archive contains '{member.name}', which is a link or special file; only plain files are accepted."
+                    f"The archive contains '{member.name}', which is a link or special file; "
+                    "only plain files are accepted."
                 )
             name = _checked_member_name(member.name)
             if name is None:

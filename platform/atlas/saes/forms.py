@@ -23,7 +23,10 @@ class SaeUploadForm(forms.Form):
         required=False, max_length=200, help_text="Leave empty to use the hook_name in cfg.json."
     )
     slug = forms.SlugField(
-        required=False, max_length=100, label="SAE id", help_text='Like Neuronpedia\'s "6-res-jb"; default <layer>-res-<width>.'
+        required=False,
+        max_length=100,
+        label="SAE id",
+        help_text='Like Neuronpedia\'s "6-res-jb"; default <layer>-res-<width>.',
     )
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     dataset = forms.ModelChoiceField(queryset=Dataset.objects.all(), to_field_name="slug", empty_label=None)

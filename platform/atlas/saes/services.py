@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.files import File
 from django.db import transaction
 
@@ -50,7 +50,7 @@ class RunParams:
     context_after: int = DashboardParams.context_after
 
 
-def _save_upload(upload: File, target: Path, field: str) -> None:  # type: ignore[type-arg]
+def _save_upload(upload: File[bytes], target: Path, field: str) -> None:
     if upload.size is not None and upload.size > settings.ATLAS_MAX_UPLOAD_BYTES:
         raise SaeUploadError(
             f"{upload.name} is {upload.size:,} bytes, over the {settings.ATLAS_MAX_UPLOAD_BYTES:,} byte limit.", field
@@ -62,9 +62,9 @@ def _save_upload(upload: File, target: Path, field: str) -> None:  # type: ignor
 
 def _stage_files(
     staging: Path,
-    cfg_file: File | None,  # type: ignore[type-arg]
-    weights_file: File | None,  # type: ignore[type-arg]
-    archive: File | None,  # type: ignore[type-arg]
+    cfg_file: File[bytes] | None,
+    weights_file: File[bytes] | None,
+    archive: File[bytes] | None,
 ) -> None:
     if archive is not None:
         packed = staging / "upload.archive"
@@ -157,10 +157,10 @@ def sae_upload(
     *,
     language_model: LanguageModel,
     dataset: Dataset,
-    uploaded_by: AbstractBaseUser | None,
-    cfg_file: File | None = None,  # type: ignore[type-arg]
-    weights_file: File | None = None,  # type: ignore[type-arg]
-    archive: File | None = None,  # type: ignore[type-arg]
+    uploaded_by: User | None,
+    cfg_file: File[bytes] | None = None,
+    weights_file: File[bytes] | None = None,
+    archive: File[bytes] | None = None,
     hook_name: str = "",
     slug: str = "",
     description: str = "",
@@ -189,7 +189,7 @@ def _sae_store(
     media: Path,
     language_model: LanguageModel,
     dataset: Dataset,
-    uploaded_by: AbstractBaseUser | None,
+    uploaded_by: User | None,
     config: SaeConfig,
     hook: str,
     slug: str,

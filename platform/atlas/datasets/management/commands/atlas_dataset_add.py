@@ -52,4 +52,5 @@ class Command(BaseCommand):
             )
         except (DatasetError, OSError) as error:
             raise CommandError(str(error)) from error
-        self.stdout.write(self.style.SUCCESS(f"Dataset {dataset.slug}: {dataset.n_sequences} x {dataset.context_length} tokens."))
+        shape = f"{dataset.n_sequences} x {dataset.context_length} tokens"
+        self.stdout.write(self.style.SUCCESS(f"Dataset {dataset.slug}: {shape}."))

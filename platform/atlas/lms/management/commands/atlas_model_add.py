@@ -50,4 +50,5 @@ class Command(BaseCommand):
             model = language_model_register(slug=slug, display_name=options["display_name"] or slug, source=source)
         except LanguageModelError as error:
             raise CommandError(str(error)) from error
-        self.stdout.write(self.style.SUCCESS(f"Registered {model.slug}: {model.n_layers} layers, d_model {model.d_model}."))
+        shape = f"{model.n_layers} layers, d_model {model.d_model}"
+        self.stdout.write(self.style.SUCCESS(f"Registered {model.slug}: {shape}."))

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
-from django.core.files.uploadedfile import SimpleUploadedFile
+from django.contrib.auth.models import User
+from django.core.files.uploadedfile import SimpleUploadedFile, UploadedFile
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.datastructures import MultiValueDict
 from tqdm import tqdm
 
 from atlas.datasets.models import Dataset
@@ -56,12 +56,12 @@ class Command(BaseCommand):
     def _step(self, message: str) -> None:
         self.stdout.write(self.style.MIGRATE_HEADING(message))
 
-    def _demo_user(self) -> tuple[AbstractBaseUser, str]:
+    def _demo_user(self) -> tuple[User, str]:
         password_file = Path(settings.VAR_DIR) / "demo_password"
         if not password_file.exists():
             password_file.write_text(secrets.token_urlsafe(9))
         password = password_file.read_text().strip()
-        user, _ = get_user_model().objects.get_or_create(username=DEMO_USER)
+        user, _ = User.objects.get_or_create(username=DEMO_USER)
         user.set_password(password)
         user.save()
         return user, password
@@ -91,17 +91,17 @@ class Command(BaseCommand):
             max_sequences=sequences,
         )
 
-    def _sae(self, model: LanguageModel, dataset: Dataset, user: AbstractBaseUser) -> Sae:
+    def _sae(self, model: LanguageModel, dataset: Dataset, user: User) -> Sae:
         existing = Sae.objects.filter(language_model=model, slug=DEMO_SAE_SLUG).first()
         if existing is not None:
             return existing
         self._step("Uploading the demo SAE through the upload form")
-        files = {
-            "cfg_file": SimpleUploadedFile("cfg.json", (DEMO_SAE_DIR / "cfg.json").read_bytes()),
-            "weights_file": SimpleUploadedFile(
-                "sae_weights.safetensors", (DEMO_SAE_DIR / "sae_weights.safetensors").read_bytes()
-            ),
-        }
+        files: MultiValueDict[str, UploadedFile[Any]] = MultiValueDict({
+            "cfg_file": [SimpleUploadedFile("cfg.json", (DEMO_SAE_DIR / "cfg.json").read_bytes())],
+            "weights_file": [
+                SimpleUploadedFile("sae_weights.safetensors", (DEMO_SAE_DIR / "sae_weights.safetensors").read_bytes())
+            ],
+        })
         form = SaeUploadForm(
             data={
                 "language_model": model.slug,
