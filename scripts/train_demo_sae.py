@@ -47,8 +47,8 @@ class DemoSaeRecipe:
     hook_name: str = "blocks.5.hook_resid_post"
     stop_at_layer: int = 6  # the hook is in block 5, so later blocks need not run
     context_length: int = 128
-    train_sequences: int = 6_144  # 127 tokens each after BOS: about 780k training tokens
-    eval_sequences: int = 256
+    train_sequences: int = 3_072  # 127 tokens each after BOS: about 390k training tokens
+    eval_sequences: int = 128
     heldout_fraction: float = 0.1
     model_batch_size: int = 8
     d_sae: int = 2_048

@@ -196,10 +196,10 @@ def _forward_pass(
         hook_in = _flattened(raw, sae, hook_name)  # [b, T, d_in] fp32
         hook_acts.append(hook_in.cpu())
         batch = _Batch(sae.encode(hook_in), first_seq, _first_pos(params))
-        counted = batch.counted
-        nonzero += (counted > 0).sum(dim=(0, 1))
-        max_act = torch.maximum(max_act, counted.amax(dim=(0, 1)))
-        top = _slots_merge(top, _sequence_maxima(batch), batch, 1, params)
+        nonzero += (batch.counted > 0).sum(dim=(0, 1))
+        maxima = _sequence_maxima(batch)
+        max_act = torch.maximum(max_act, maxima.value.amax(dim=1))
+        _slots_merge(top, maxima, batch, 1, params)
         report("forward", (first_seq + batch_tokens.shape[0]) * seq_len, n_seqs * seq_len)
     return _ForwardPass(hook_acts, top, nonzero, max_act, in_residual_space)
 
@@ -236,26 +236,31 @@ def _slots_empty(rows: int, slots: int, window: int, device: torch.device) -> _S
 
 def _slots_merge(
     slots: _Slots, candidates: _Candidates, batch: _Batch, rows_per_feature: int, params: DashboardParams
-) -> _Slots:
-    """Keep the S best of slots + candidates per row; windows of newcomers come from the batch's acts.
+) -> None:
+    """Keep, in place, the S best of slots + candidates per row; newcomers' windows come from the batch.
 
     Rows are feature-major: row = feature * rows_per_feature + (interval, for interval examples).
     """
+    # Only rows where a candidate beats the worst kept example can change; after a few batches that is few.
+    rows = (candidates.score > slots.score[:, -1:]).any(dim=1).nonzero().squeeze(1)  # [R']
     n_slots = slots.score.shape[1]
-    score, best = torch.cat([slots.score, candidates.score], dim=1).topk(n_slots, dim=1)  # [R, S]
+    score, best = torch.cat([slots.score[rows], candidates.score[rows]], dim=1).topk(n_slots, dim=1)  # [R', S]
     filled = score > -math.inf
-    candidate_seq = torch.where(candidates.score > -math.inf, candidates.batch_seq + batch.first_seq, -1)
-    seq = torch.cat([slots.seq, candidate_seq], dim=1).gather(1, best).masked_fill(~filled, -1)
-    pos = torch.cat([slots.pos, candidates.pos], dim=1).gather(1, best).masked_fill(~filled, -1)
-    value = torch.cat([slots.value, candidates.value], dim=1).gather(1, best).masked_fill(~filled, 0.0)
+    candidate_seq = torch.where(candidates.score[rows] > -math.inf, candidates.batch_seq[rows] + batch.first_seq, -1)
+    slots.score[rows] = score
+    slots.seq[rows] = torch.cat([slots.seq[rows], candidate_seq], dim=1).gather(1, best).masked_fill(~filled, -1)
+    slots.pos[rows] = torch.cat([slots.pos[rows], candidates.pos[rows]], dim=1).gather(1, best).masked_fill(~filled, -1)
+    value = torch.cat([slots.value[rows], candidates.value[rows]], dim=1).gather(1, best)
+    slots.value[rows] = value.masked_fill(~filled, 0.0)
+    # An empty slot can only be chosen once slot S-1 is empty too, so its window is already all NaN.
     kept = best.clamp(max=n_slots - 1).unsqueeze(-1).expand(-1, -1, slots.window.shape[2])
-    window = slots.window.gather(1, kept).masked_fill(~filled.unsqueeze(-1), math.nan)  # [R, S, W]
-    row, slot = ((best >= n_slots) & filled).nonzero(as_tuple=True)  # newcomers only
-    column = best[row, slot] - n_slots
-    window[row, slot] = _window_values(
+    window = slots.window[rows].gather(1, kept)  # [R', S, W]
+    sub_row, slot = ((best >= n_slots) & filled).nonzero(as_tuple=True)  # newcomers only
+    row, column = rows[sub_row], best[sub_row, slot] - n_slots
+    window[sub_row, slot] = _window_values(
         batch.acts, candidates.batch_seq[row, column], candidates.pos[row, column], row // rows_per_feature, params
     )
-    return _Slots(score=score, seq=seq, pos=pos, value=value, window=window)
+    slots.window[rows] = window
 
 
 def _window_values(acts: Tensor, batch_seq: Tensor, pos: Tensor, feature: Tensor, params: DashboardParams) -> Tensor:
@@ -284,23 +289,28 @@ def _interval_pass(
         batch = _Batch(sae.encode(hook_in.to(device)), first_seq, _first_pos(params))
         seq, pos, feature = (batch.counted > 0).nonzero(as_tuple=True)  # [E] each, active tokens only
         value = batch.counted[seq, pos, feature]
-        feature_max = safe_max[feature]
-        hist_bin = feature * params.act_hist_bins + _bin_index(value, feature_max, params.act_hist_bins)
-        act_hist += torch.bincount(hist_bin, minlength=act_hist.shape[0])
-        row = feature * params.n_intervals + _bin_index(value, feature_max, params.n_intervals)
+        fraction = value / safe_max[feature]  # in (0, 1]
+        act_hist += torch.bincount(
+            feature * params.act_hist_bins + _bin_index(fraction, params.act_hist_bins), minlength=act_hist.shape[0]
+        )
+        row = feature * params.n_intervals + _bin_index(fraction, params.n_intervals)
         interval_counts += torch.bincount(row, minlength=n_rows)
         keys = torch.rand(row.shape[0], generator=generator, device=device)
-        candidates = _reservoir_candidates(row, keys, seq, pos + batch.first_pos, value, n_rows, params)
-        intervals = _slots_merge(intervals, candidates, batch, params.n_intervals, params)
+        # A token whose key is above its row's largest kept key can never be sampled; drop it before sorting.
+        fresh = keys < -intervals.score[row, -1]
+        candidates = _reservoir_candidates(
+            row[fresh], keys[fresh], seq[fresh], pos[fresh] + batch.first_pos, value[fresh], n_rows, params
+        )
+        _slots_merge(intervals, candidates, batch, params.n_intervals, params)
         first_seq += hook_in.shape[0]
         done += hook_in.shape[0] * hook_in.shape[1]
         report("intervals", done, total)
     return intervals, interval_counts, act_hist
 
 
-def _bin_index(value: Tensor, top: Tensor, n_bins: int) -> Tensor:
-    """Which of n_bins equal bins over (0, top] holds value; bins are closed on the right."""
-    return (torch.ceil(value / top * n_bins) - 1).clamp(0, n_bins - 1).long()
+def _bin_index(fraction: Tensor, n_bins: int) -> Tensor:
+    """Which of n_bins equal bins over (0, 1] holds fraction (value / max); bins are closed on the right."""
+    return (torch.ceil(fraction * n_bins) - 1).clamp(0, n_bins - 1).long()
 
 
 def _reservoir_candidates(
@@ -311,8 +321,8 @@ def _reservoir_candidates(
     Keeping the smallest keys across batches (bottom-k sampling) keeps every active token equally
     likely, whatever the batch boundaries, without knowing the counts in advance.
     """
-    by_key = keys.argsort()
-    order = by_key[row[by_key].argsort(stable=True)]  # by row, then by key within the row
+    # Keys lie in [0, 1), so row + key sorts by row, then by key within the row; float64 keeps both exact.
+    order = (row.double() + keys.double()).argsort()
     sorted_rows = row[order]
     rank = torch.arange(order.shape[0], device=row.device) - torch.searchsorted(sorted_rows, sorted_rows)
     per_row = params.examples_per_interval

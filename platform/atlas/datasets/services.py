@@ -1,5 +1,7 @@
 """Creating datasets: tokenize text once with the model's tokenizer and store the sequences."""
 
+from __future__ import annotations
+
 import uuid
 from collections.abc import Iterable
 from pathlib import Path

@@ -3,6 +3,7 @@
 import shutil
 import tarfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -23,19 +24,27 @@ def _checked_member_name(name: str) -> str | None:
     return path.name if path.name in SAE_FILE_NAMES else None
 
 
-def _copy_bounded(source: IO[bytes], target: Path, budget: int, archive_name: str) -> int:
-    """Copy at most `budget` bytes; a decompression bomb is stopped as soon as it passes the limit."""
-    written = 0
+@dataclass
+class _Budget:
+    """Bytes an archive may still unpack to; a decompression bomb stops as soon as it passes the limit."""
+
+    limit: int
+    used: int = 0
+
+    def spend(self, size: int, archive_name: str) -> None:
+        self.used += size
+        if self.used > self.limit:
+            raise ArchiveError(
+                f"{archive_name} unpacks to more than the {self.limit:,} byte upload limit; "
+                "upload the files themselves or raise ATLAS_MAX_UPLOAD_BYTES."
+            )
+
+
+def _copy_bounded(source: IO[bytes], target: Path, budget: _Budget, archive_name: str) -> None:
     with open(target, "wb") as out:
         while chunk := source.read(_COPY_CHUNK):
-            written += len(chunk)
-            if written > budget:
-                raise ArchiveError(
-                    f"{archive_name} unpacks to more than the {budget:,} byte upload limit; "
-                    "upload the files themselves or raise ATLAS_MAX_UPLOAD_BYTES."
-                )
+            budget.spend(len(chunk), archive_name)
             out.write(chunk)
-    return written
 
 
 def _claim(found: set[str], name: str, archive_name: str) -> None:
@@ -44,7 +53,7 @@ def _claim(found: set[str], name: str, archive_name: str) -> None:
     found.add(name)
 
 
-def _unpack_zip(archive: Path, into: Path, budget: int) -> set[str]:
+def _unpack_zip(archive: Path, name_shown: str, into: Path, budget: _Budget) -> set[str]:
     found: set[str] = set()
     with zipfile.ZipFile(archive) as bundle:
         for info in bundle.infolist():
@@ -55,13 +64,13 @@ def _unpack_zip(archive: Path, into: Path, budget: int) -> set[str]:
             name = _checked_member_name(info.filename)
             if name is None:
                 continue
-            _claim(found, name, archive.name)
+            _claim(found, name, name_shown)
             with bundle.open(info) as source:
-                budget -= _copy_bounded(source, into / name, budget, archive.name)
+                _copy_bounded(source, into / name, budget, name_shown)
     return found
 
 
-def _unpack_tar(archive: Path, into: Path, budget: int) -> set[str]:
+def _unpack_tar(archive: Path, name_shown: str, into: Path, budget: _Budget) -> set[str]:
     found: set[str] = set()
     with tarfile.open(archive, mode="r:*") as bundle:
         for member in bundle:
@@ -75,12 +84,12 @@ def _unpack_tar(archive: Path, into: Path, budget: int) -> set[str]:
             name = _checked_member_name(member.name)
             if name is None:
                 continue
-            _claim(found, name, archive.name)
+            _claim(found, name, name_shown)
             source = bundle.extractfile(member)
             if source is None:
                 continue
             with source:
-                budget -= _copy_bounded(source, into / name, budget, archive.name)
+                _copy_bounded(source, into / name, budget, name_shown)
     return found
 
 
@@ -89,9 +98,9 @@ def sae_archive_unpack(archive: Path, original_name: str, into: Path, max_bytes:
     lowered = original_name.lower()
     try:
         if lowered.endswith(".zip"):
-            found = _unpack_zip(archive, into, max_bytes)
+            found = _unpack_zip(archive, original_name, into, _Budget(max_bytes))
         elif lowered.endswith((".tar.gz", ".tgz", ".tar")):
-            found = _unpack_tar(archive, into, max_bytes)
+            found = _unpack_tar(archive, original_name, into, _Budget(max_bytes))
         else:
             raise ArchiveError(f"{original_name} is not a .zip, .tar.gz or .tar archive.")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as error:

@@ -1,5 +1,7 @@
 """Writes for SAEs: check and store an upload, queue its dashboard run, and execute a run on a worker."""
 
+from __future__ import annotations
+
 import re
 import shutil
 import uuid
