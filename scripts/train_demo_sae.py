@@ -40,7 +40,7 @@ class DemoSaeRecipe:
     """Every number of the demo SAE's training, in one place; TRAINING.md records them."""
 
     model_dir: Path = Path("var/models/smollm2-135m-instruct")
-    model_name: str = "smollm2-135m-instruct"
+    model_name: str = "smollm2-135m-instruct"  # the name SAELens metadata and the platform use
     download_dir: Path = Path("var/downloads")
     activations_cache: Path = Path("var/demo-sae-activations.pt")
     output_dir: Path = Path("demo/sae")
@@ -55,7 +55,7 @@ class DemoSaeRecipe:
     l1_coefficient: float = 5.0
     learning_rate: float = 5e-4
     batch_size: int = 2_048
-    epochs: int = 2
+    epochs: int = 4
     l1_warm_up_fraction: float = 0.05
     lr_decay_fraction: float = 0.2  # the last fifth of training decays the learning rate to zero
     seed: int = 0
@@ -65,6 +65,7 @@ class DemoSaeRecipe:
 class Activations:
     train: torch.Tensor  # [n_train_tokens, d_in], BOS positions removed
     heldout: torch.Tensor  # [n_eval_tokens, d_in] from the last part of the text
+    collection_seconds: float  # when they were collected, possibly by an earlier run
 
 
 @dataclass(frozen=True)
@@ -77,16 +78,16 @@ class Evaluation:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     recipe = recipe_from_arguments()
-    started = time.perf_counter()
     torch.manual_seed(recipe.seed)
     activations = activations_load_or_collect(recipe)
+    started = time.perf_counter()
     scale = normalization_scale(activations.train)
     sae, fired = sae_train(recipe, activations.train * scale)
     saved = sae_save(recipe, sae, scale)
     evaluation = sae_evaluate(saved, activations.heldout, fired)
-    wall_seconds = time.perf_counter() - started
-    print_summary(recipe, activations, evaluation, wall_seconds)
-    training_notes_write(recipe, activations, evaluation, wall_seconds)
+    training_seconds = time.perf_counter() - started
+    print_summary(recipe, activations, evaluation, training_seconds)
+    training_notes_write(recipe, activations, evaluation, training_seconds)
 
 
 def recipe_from_arguments() -> DemoSaeRecipe:
@@ -113,13 +114,10 @@ def activations_load_or_collect(recipe: DemoSaeRecipe) -> Activations:
         cached = torch.load(recipe.activations_cache)
         if cached["settings"] == key:
             logger.info("Reusing activations from %s", recipe.activations_cache)
-            return Activations(train=cached["train"], heldout=cached["heldout"])
+            return Activations(cached["train"], cached["heldout"], cached["collection_seconds"])
     activations = activations_collect(recipe)
     recipe.activations_cache.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {"settings": key, "train": activations.train, "heldout": activations.heldout},
-        recipe.activations_cache,
-    )
+    torch.save({"settings": key, **dataclasses.asdict(activations)}, recipe.activations_cache)
     return activations
 
 
@@ -129,28 +127,22 @@ def _activation_settings(recipe: DemoSaeRecipe) -> dict[str, object]:
 
 
 def activations_collect(recipe: DemoSaeRecipe) -> Activations:
+    started = time.perf_counter()
     source = ModelSource("hf_local", str(smollm2_convert(recipe.model_dir)))
     train_tokens, heldout_tokens = token_sequences(recipe, source)
     model = load_language_model(source)
-    return Activations(
-        train=hook_activations(model, train_tokens, recipe),
-        heldout=hook_activations(model, heldout_tokens, recipe),
-    )
+    train = hook_activations(model, train_tokens, recipe)
+    heldout = hook_activations(model, heldout_tokens, recipe)
+    return Activations(train, heldout, collection_seconds=time.perf_counter() - started)
 
 
-def token_sequences(
-    recipe: DemoSaeRecipe, source: ModelSource
-) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
+def token_sequences(recipe: DemoSaeRecipe, source: ModelSource) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
     """Training rows from the first 90% of the text, evaluation rows from the held-out rest."""
     documents = documents_from_txt(shakespeare_text(recipe.download_dir))
     split = heldout_split_index(documents, recipe.heldout_fraction)
     tokenizer = load_tokenizer(source)
-    train = tokenize_into_sequences(
-        tokenizer, documents[:split], recipe.context_length, recipe.train_sequences
-    )
-    heldout = tokenize_into_sequences(
-        tokenizer, documents[split:], recipe.context_length, recipe.eval_sequences
-    )
+    train = tokenize_into_sequences(tokenizer, documents[:split], recipe.context_length, recipe.train_sequences)
+    heldout = tokenize_into_sequences(tokenizer, documents[split:], recipe.context_length, recipe.eval_sequences)
     logger.info("%d training and %d held-out sequences", len(train), len(heldout))
     return train, heldout
 
@@ -162,9 +154,7 @@ def heldout_split_index(documents: list[str], heldout_fraction: float) -> int:
 
 
 @torch.inference_mode()
-def hook_activations(
-    model: HookedTransformer, tokens: npt.NDArray[np.int32], recipe: DemoSaeRecipe
-) -> torch.Tensor:
+def hook_activations(model: HookedTransformer, tokens: npt.NDArray[np.int32], recipe: DemoSaeRecipe) -> torch.Tensor:
     """[n_sequences * (context_length - 1), d_model]: the hook's activations without the BOS position.
 
     BOS activations are huge attention-sink outliers; an SAE trained on them wastes features.
@@ -172,9 +162,7 @@ def hook_activations(
     batches = []
     for start in tqdm(range(0, len(tokens), recipe.model_batch_size), desc="Activations", unit=" batches"):
         batch = torch.from_numpy(tokens[start : start + recipe.model_batch_size]).long()
-        _, cache = model.run_with_cache(
-            batch, names_filter=recipe.hook_name, stop_at_layer=recipe.stop_at_layer
-        )
+        _, cache = model.run_with_cache(batch, names_filter=recipe.hook_name, stop_at_layer=recipe.stop_at_layer)
         batches.append(cache[recipe.hook_name][:, 1:, :].reshape(-1, model.cfg.d_model).clone())
     return torch.cat(batches)
 
@@ -189,17 +177,13 @@ def normalization_scale(activations: torch.Tensor) -> float:
     return math.sqrt(activations.shape[-1] / mean_squared_norm)
 
 
-def sae_train(
-    recipe: DemoSaeRecipe, activations: torch.Tensor
-) -> tuple[StandardTrainingSAE, torch.Tensor]:
+def sae_train(recipe: DemoSaeRecipe, activations: torch.Tensor) -> tuple[StandardTrainingSAE, torch.Tensor]:
     """SAELens' standard recipe: ReLU, MSE plus L1 weighted by decoder norms, Adam, L1 warm-up.
 
     Returns the SAE and which features fired during the last epoch.
     """
     sae = StandardTrainingSAE(
-        StandardTrainingSAEConfig(
-            d_in=activations.shape[-1], d_sae=recipe.d_sae, l1_coefficient=recipe.l1_coefficient
-        )
+        StandardTrainingSAEConfig(d_in=activations.shape[-1], d_sae=recipe.d_sae, l1_coefficient=recipe.l1_coefficient)
     )
     with torch.no_grad():
         # Starting b_dec at the mean lets the features spend their capacity on the variance.
@@ -275,7 +259,7 @@ def explained_variance(original: torch.Tensor, reconstruction: torch.Tensor) -> 
     return float(1 - residual / total)
 
 
-def sae_save(recipe: DemoSaeRecipe, trained: StandardTrainingSAE, scale: float) -> SAE:  # type: ignore[type-arg]
+def sae_save(recipe: DemoSaeRecipe, trained: StandardTrainingSAE, scale: float) -> SAE:
     """Save through sae_lens' own inference SAE, so the files are exactly what SAELens loads."""
     sae = SAE.from_dict(
         {
@@ -305,7 +289,7 @@ def sae_save(recipe: DemoSaeRecipe, trained: StandardTrainingSAE, scale: float) 
 
 
 @torch.no_grad()
-def sae_evaluate(sae: SAE, heldout: torch.Tensor, fired: torch.Tensor) -> Evaluation:  # type: ignore[type-arg]
+def sae_evaluate(sae: SAE, heldout: torch.Tensor, fired: torch.Tensor) -> Evaluation:
     """Figures on held-out text, computed with the SAE as loaded back from disk."""
     features = sae.encode(heldout)
     return Evaluation(
@@ -316,18 +300,19 @@ def sae_evaluate(sae: SAE, heldout: torch.Tensor, fired: torch.Tensor) -> Evalua
 
 
 def print_summary(
-    recipe: DemoSaeRecipe, activations: Activations, evaluation: Evaluation, wall_seconds: float
+    recipe: DemoSaeRecipe, activations: Activations, evaluation: Evaluation, training_seconds: float
 ) -> None:
     print(f"training tokens: {len(activations.train):,} x {recipe.epochs} epochs")
     print(f"held-out tokens: {len(activations.heldout):,}")
     print(f"mean L0 (held-out): {evaluation.mean_l0:.1f}")
     print(f"explained variance (held-out): {evaluation.explained_variance:.3f}")
     print(f"dead features (never fired in the last epoch): {evaluation.dead_features} of {recipe.d_sae}")
-    print(f"wall time: {wall_seconds / 60:.1f} min")
+    print(f"wall time: {activations.collection_seconds / 60:.1f} min collecting activations (possibly cached)")
+    print(f"           {training_seconds / 60:.1f} min training and evaluating")
 
 
 def training_notes_write(
-    recipe: DemoSaeRecipe, activations: Activations, evaluation: Evaluation, wall_seconds: float
+    recipe: DemoSaeRecipe, activations: Activations, evaluation: Evaluation, training_seconds: float
 ) -> None:
     steps = len(activations.train) // recipe.batch_size * recipe.epochs
     weights = recipe.output_dir / "sae_weights.safetensors"
@@ -346,7 +331,9 @@ SmolLM2-135M-Instruct `{recipe.hook_name}`, trained by `scripts/train_demo_sae.p
 - Held-out ({len(activations.heldout):,} tokens): mean L0 {evaluation.mean_l0:.1f},
   explained variance {evaluation.explained_variance:.3f}.
 - Dead features (never fired in the last epoch): {evaluation.dead_features} of {recipe.d_sae}.
-- Wall time: {wall_seconds / 60:.1f} min on 2 CPU cores; weights {weights.stat().st_size / 1e6:.1f} MB.
+- Wall time on 2 shared CPU cores at nice 10: {activations.collection_seconds / 60:.1f} min collecting activations
+  (`stop_at_layer={recipe.stop_at_layer}`), {training_seconds / 60:.1f} min training and evaluating.
+- Weights: {weights.stat().st_size / 1e6:.1f} MB float32.
 """
     (recipe.output_dir / "TRAINING.md").write_text(notes)
 

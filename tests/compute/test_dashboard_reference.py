@@ -218,6 +218,23 @@ def test_interval_sample_windows_match_the_reference(run: Run) -> None:
         np.testing.assert_allclose(intervals.window_values[feature, interval, slot], values, rtol=1e-6, equal_nan=True)
 
 
+def test_interval_samples_are_spread_evenly_over_the_dataset(run: Run) -> None:
+    """A uniform sample's place among its interval's active tokens, in dataset order, averages one half."""
+    maxima = run.counted.max(axis=(0, 1))
+    places = []
+    for feature, interval in np.argwhere(run.result.interval_counts > PARAMS.examples_per_interval):
+        seqs, positions = np.nonzero(run.counted[:, :, feature] > 0)
+        values = run.counted[seqs, positions, feature]
+        in_interval = [reference_bin(value, maxima[feature], PARAMS.n_intervals) == interval for value in values]
+        tokens = list(zip(seqs[in_interval], positions[in_interval] + 1, strict=True))
+        for seq, pos in zip(
+            run.result.intervals.seq[feature, interval], run.result.intervals.pos[feature, interval], strict=True
+        ):
+            places.append(tokens.index((seq, pos)) / (len(tokens) - 1))
+    assert len(places) > 300
+    assert abs(np.mean(places) - 0.5) < 0.05
+
+
 def test_intervals_with_room_for_everything_hold_every_active_token(run: Run) -> None:
     roomy = DashboardParams(**{**vars(PARAMS), "examples_per_interval": N_SEQS * SEQ_LEN})
     intervals = dashboards_compute(run.model, run.sae, run.tokens, HOOK, roomy).intervals

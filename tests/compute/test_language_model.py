@@ -13,7 +13,6 @@ from transformer_lens import HookedTransformer
 from transformer_lens import loading_from_pretrained as tl_loading
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from workers.compute import language_model
 from workers.compute.corpus import stdlib_docstrings
 from workers.compute.language_model import (
     LanguageModelError,
@@ -48,9 +47,7 @@ def flattened_width(activation: torch.Tensor) -> int:
     return activation.shape[-1] if activation.ndim == 3 else activation.shape[-2] * activation.shape[-1]
 
 
-def test_load_never_opens_a_network_connection(
-    tiny_source: ModelSource, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_load_never_opens_a_network_connection(tiny_source: ModelSource, monkeypatch: pytest.MonkeyPatch) -> None:
     attempts: list[Any] = []
 
     def refuse(self: socket.socket, address: Any) -> None:
@@ -128,7 +125,7 @@ def test_model_uses_saelens_processing(tiny_model: HookedTransformer) -> None:
 
 
 def test_model_prepends_bos(tiny_model: HookedTransformer) -> None:
-    assert tiny_model.to_tokens(TEXT)[0, 0].item() == tiny_model.tokenizer.bos_token_id  # type: ignore[union-attr]
+    assert tiny_model.to_tokens(TEXT)[0, 0].item() == tiny_model.tokenizer.bos_token_id
 
 
 def test_hf_model_is_freed_after_conversion(tiny_source: ModelSource, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -140,7 +137,7 @@ def test_hf_model_is_freed_after_conversion(tiny_source: ModelSource, monkeypatc
         loaded.append(weakref.ref(hf_model))
         return hf_model
 
-    monkeypatch.setattr(language_model.AutoModelForCausalLM, "from_pretrained", load_and_watch)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", load_and_watch)
     model = load_language_model(tiny_source)
     gc.collect()
     assert len(loaded) == 1
@@ -151,7 +148,7 @@ def test_hf_model_is_freed_after_conversion(tiny_source: ModelSource, monkeypatc
 def test_official_name_registration_is_temporary(tiny_source: ModelSource) -> None:
     before = list(tl_loading.OFFICIAL_MODEL_NAMES)
     load_language_model(tiny_source)
-    assert tl_loading.OFFICIAL_MODEL_NAMES == before
+    assert before == tl_loading.OFFICIAL_MODEL_NAMES
 
 
 def test_model_name_is_the_directory_name(tiny_model: HookedTransformer) -> None:
@@ -166,5 +163,5 @@ def test_tokenizer_loads_without_weights(tiny_dir: Path, tmp_path: Path) -> None
 
 
 def test_directory_without_config_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(LanguageModelError, match="no config.json"):
+    with pytest.raises(LanguageModelError, match=r"no config\.json"):
         load_language_model(ModelSource(kind="hf_local", name_or_path=str(tmp_path)))

