@@ -10,15 +10,14 @@ from atlas.features.selectors import (
     sae_features_page,
     sae_get,
     sae_latest_run,
-    saes_list,
+    saes_with_latest_run,
 )
 from atlas.lms.selectors import language_models_list
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    saes = saes_list()
-    rows = [(sae, sae_latest_run(sae)) for sae in saes]
-    return render(request, "home.html", {"models": language_models_list(), "sae_rows": rows})
+    context = {"models": language_models_list(), "sae_rows": saes_with_latest_run()}
+    return render(request, "home.html", context)
 
 
 def sae_page(request: HttpRequest, model_id: str, sae_id: str) -> HttpResponse:
