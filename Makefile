@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)/platform:$(CURDIR)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test install install-dev lint typecheck pytest worker web stop clean
+.PHONY: demo test install install-dev lint typecheck pytest worker web stop clean bench-vs-forward
 
 $(VENV)/.base: requirements/base.txt requirements/constraints.txt
 	$(SYSTEM_PYTHON) -m venv $(VENV)
@@ -53,3 +53,6 @@ stop:
 
 clean: stop
 	rm -rf var staticfiles
+
+bench-vs-forward: $(VENV)/.dev
+	$(PY) -m bench.vs_forward

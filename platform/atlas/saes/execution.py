@@ -53,12 +53,12 @@ def _progress_writer(run_id: int) -> Callable[[str, int, int], None]:
     return write
 
 
-def dashboards_for_run(run: DashboardRun, device: str) -> FeatureDashboards:
+def dashboards_for_run(run: DashboardRun, device: str, progress: Callable[[str, int, int], None]) -> FeatureDashboards:
     model = _model_for(run.sae.language_model, device)
     sae = sae_load(run.sae.files_path, device=device)
     params = DashboardParams(top_k=run.top_k, context_before=run.context_before, context_after=run.context_after)
     tokens = dataset_tokens(run.dataset, run.n_sequences)
-    return dashboards_compute(model, sae, tokens, run.sae.hook_name, params, progress=_progress_writer(run.pk))
+    return dashboards_compute(model, sae, tokens, run.sae.hook_name, params, progress=progress)
 
 
 def dashboard_run_fail(run_id: int, message: str) -> None:
@@ -77,8 +77,11 @@ def dashboard_run_execute(run_id: int) -> None:
     DashboardRun.objects.filter(pk=run_id).update(
         status=DashboardRun.Status.RUNNING, started=timezone.now(), error="", finished=None, device=device
     )
+    progress = _progress_writer(run_id)
     try:
-        run_results_publish(run=run, dashboards=dashboards_for_run(run, device))
+        dashboards = dashboards_for_run(run, device, progress)
+        progress("saving", 0, run.sae.d_sae)
+        run_results_publish(run=run, dashboards=dashboards)
     except SaeFormatError as error:
         dashboard_run_fail(run_id, str(error))
     except Exception as error:  # the worker must survive any run; the message goes to the SAE page

@@ -125,7 +125,7 @@ class Command(BaseCommand):
         python = sys.executable
         worker = subprocess.Popen(
             [python, "-m", "celery", "-A", "atlas", "worker", "-Q", settings.ATLAS_GPU_QUEUE, "--pool", "solo",
-             "--loglevel", "WARNING"]
+             "--loglevel", "WARNING", "--quiet"]
         )
         web = subprocess.Popen(
             [str(Path(python).with_name("gunicorn")), "atlas.wsgi", "--pythonpath", "platform", "--bind", bind,
@@ -145,6 +145,7 @@ class Command(BaseCommand):
                 process.send_signal(signal.SIGTERM)
             for process in (web, worker):
                 process.wait(timeout=30)
+        self.stdout.write("Stopped the web server and the worker; `make stop` stops the embedded Postgres and Redis.")
 
     def _follow_run(self, sae: Sae) -> None:
         """A tqdm bar over the latest run, so the terminal shows the same progress as the page."""
@@ -152,7 +153,7 @@ class Command(BaseCommand):
         if run is None or run.is_finished:
             return
         started = time.monotonic()
-        with tqdm(total=run.tokens_total, unit="tok", desc="dashboards") as bar:
+        with tqdm(total=run.tokens_total, desc="queued") as bar:
             while not run.is_finished:
                 time.sleep(1)
                 run.refresh_from_db()

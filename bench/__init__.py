@@ -1,0 +1,1 @@
+"""Benchmarks: each prints its ratio against a baseline measured in the same process."""
