@@ -95,7 +95,12 @@ def run_results_publish(*, run: DashboardRun, dashboards: FeatureDashboards) -> 
         sae.published_run = run
         sae.save(update_fields=["published_run"])
         DashboardRun.objects.filter(pk=run.pk).update(
-            status=DashboardRun.Status.SUCCEEDED, finished=timezone.now(), phase="done", error=""
+            status=DashboardRun.Status.SUCCEEDED,
+            finished=timezone.now(),
+            phase="done",
+            error="",
+            progress_done=n_features,
+            progress_total=n_features,
         )
         if previous is not None and previous != run.pk:
             Feature.objects.filter(run_id=previous).delete()
