@@ -60,3 +60,8 @@ def test_sae_page_paginates_and_reports_a_bad_jump(published_feature: Feature) -
     page = Client().get("/tiny-llama/0-res-8/", {"index": "abc"}).content.decode()
     assert "is not a feature index" in page
     assert 'href="/tiny-llama/0-res-8/3"' in page
+
+
+def test_home_lists_datasets(published_feature: Feature) -> None:
+    page = Client().get("/").content.decode()
+    assert "<code>docstrings</code>" in page

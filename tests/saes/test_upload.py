@@ -188,3 +188,10 @@ def test_duplicate_sae_id_is_refused(
     assert status == 200
     assert "already has an SAE &#x27;0-res-48&#x27;" in page
     assert Sae.objects.count() == 1
+
+
+def test_upload_page_suggests_the_models_hooks(logged_in_client: Client, language_model: LanguageModel) -> None:
+    page = logged_in_client.get("/upload/").content.decode()
+    assert 'list="hook-names"' in page
+    assert '<option value="blocks.0.hook_resid_post">' in page
+    assert page.index("blocks.0.hook_resid_post") < page.index("blocks.1.hook_resid_post")

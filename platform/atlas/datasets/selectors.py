@@ -12,5 +12,5 @@ def dataset_tokens(dataset: Dataset, n_sequences: int | None = None) -> npt.NDAr
     return tokens[:n_sequences] if n_sequences else tokens
 
 
-def datasets_for_model(language_model_id: int) -> list[Dataset]:
-    return list(Dataset.objects.filter(language_model_id=language_model_id))
+def datasets_list() -> list[Dataset]:
+    return list(Dataset.objects.select_related("language_model"))

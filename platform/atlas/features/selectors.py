@@ -165,7 +165,7 @@ def saes_with_latest_run() -> list[tuple[Sae, DashboardRun | None]]:
 
 
 def sae_latest_run(sae: Sae) -> DashboardRun | None:
-    return sae.runs.order_by("-created").first()
+    return sae.runs.select_related("dataset").order_by("-created").first()
 
 
 def run_get(run_id: int) -> DashboardRun:

@@ -3,6 +3,7 @@
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
+from atlas.datasets.selectors import datasets_list
 from atlas.features.selectors import (
     NotFound,
     feature_detail,
@@ -16,7 +17,7 @@ from atlas.lms.selectors import language_models_list
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    context = {"models": language_models_list(), "sae_rows": saes_with_latest_run()}
+    context = {"models": language_models_list(), "datasets": datasets_list(), "sae_rows": saes_with_latest_run()}
     return render(request, "home.html", context)
 
 

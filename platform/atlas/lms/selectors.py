@@ -24,6 +24,17 @@ def language_models_list() -> list[LanguageModel]:
     return list(LanguageModel.objects.all())
 
 
+def hook_names_known() -> list[str]:
+    """Every hook an SAE may attach to on any registered model, for the upload form's suggestions."""
+    names = {name for widths in LanguageModel.objects.values_list("hook_widths", flat=True) for name in widths}
+    return sorted(names, key=_hook_order)
+
+
+def _hook_order(name: str) -> tuple[int, str]:
+    parts = name.split(".")
+    return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1, name)
+
+
 def language_model_source(language_model: LanguageModel) -> ModelSource:
     """How the compute package should load this model."""
     if language_model.source_kind == LanguageModel.SourceKind.HF_LOCAL:

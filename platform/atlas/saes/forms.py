@@ -20,7 +20,10 @@ class SaeUploadForm(forms.Form):
         required=False, label="or one archive", help_text=".zip or .tar.gz of the SAELens SAE directory"
     )
     hook_name = forms.CharField(
-        required=False, max_length=200, help_text="Leave empty to use the hook_name in cfg.json."
+        required=False,
+        max_length=200,
+        help_text="Leave empty to use the hook_name in cfg.json.",
+        widget=forms.TextInput(attrs={"list": "hook-names", "placeholder": "blocks.5.hook_resid_post"}),
     )
     slug = forms.SlugField(
         required=False,

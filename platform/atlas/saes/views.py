@@ -4,6 +4,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
+from atlas.lms.selectors import hook_names_known
 from atlas.saes.forms import SaeUploadForm
 from atlas.saes.services import SaeUploadError, sae_upload
 
@@ -18,4 +19,4 @@ def upload(request: HttpRequest) -> HttpResponse:
             form.add_error(error.field, error.message)
         else:
             return redirect("sae", model_id=sae.language_model.slug, sae_id=sae.slug)
-    return render(request, "upload.html", {"form": form})
+    return render(request, "upload.html", {"form": form, "hook_names": hook_names_known()})
