@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from safetensors.torch import load_file, save_file
 
@@ -71,112 +72,91 @@ def test_archive_upload_is_accepted(
         with tarfile.open(fileobj=buffer, mode="w:gz") as bundle:
             for path in sae_dir.iterdir():
                 bundle.add(path, f"my_sae/{path.name}")
-    from django.core.files.uploadedfile import SimpleUploadedFile
-
     archive = SimpleUploadedFile(f"my_sae{suffix}", buffer.getvalue())
     status, _ = _post(logged_in_client, language_model, dataset, {"archive": archive}, slug="zipped")
     assert status == 302
     assert Sae.objects.get().slug == "zipped"
 
 
-def test_wrong_shapes_are_named(
-    logged_in_client: Client, language_model: LanguageModel, dataset: Dataset, sae_dir: Path, media_root: Path
-) -> None:
+# Each case spoils a good SAE directory in one way and returns the upload's files and other form fields.
+Upload = tuple[dict[str, object], dict[str, object]]
+
+
+def _wrong_shapes(sae_dir: Path, tmp_path: Path) -> Upload:
     _rewrite_weights(sae_dir, lambda weights: {**weights, "W_dec": weights["W_dec"][:40]})
-    status, page = _post(logged_in_client, language_model, dataset, factories.sae_upload_files(sae_dir))
-    assert status == 200
-    assert "W_dec" in page and "[40," in page
-    _assert_nothing_stored(media_root)
+    return factories.sae_upload_files(sae_dir), {}
 
 
-def test_wrong_tensor_names_are_named(
-    logged_in_client: Client, language_model: LanguageModel, dataset: Dataset, sae_dir: Path, media_root: Path
-) -> None:
+def _wrong_tensor_names(sae_dir: Path, tmp_path: Path) -> Upload:
     def rename(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         weights["W_encoder"] = weights.pop("W_enc")
         return weights
 
     _rewrite_weights(sae_dir, rename)
-    status, page = _post(logged_in_client, language_model, dataset, factories.sae_upload_files(sae_dir))
-    assert status == 200
-    assert "W_encoder" in page and "W_enc" in page
-    _assert_nothing_stored(media_root)
+    return factories.sae_upload_files(sae_dir), {}
 
 
-def test_truncated_weights_are_refused(
-    logged_in_client: Client, language_model: LanguageModel, dataset: Dataset, sae_dir: Path, media_root: Path
-) -> None:
+def _truncated(sae_dir: Path, tmp_path: Path) -> Upload:
     weights = sae_dir / "sae_weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1000])
-    status, page = _post(logged_in_client, language_model, dataset, factories.sae_upload_files(sae_dir))
-    assert status == 200
-    assert "truncated" in page
-    _assert_nothing_stored(media_root)
+    return factories.sae_upload_files(sae_dir), {}
 
 
-def test_non_safetensors_file_is_refused(
-    logged_in_client: Client, language_model: LanguageModel, dataset: Dataset, sae_dir: Path, media_root: Path
-) -> None:
-    (sae_dir / "sae_weights.safetensors").write_bytes(b"PK\x03\x04 this is a zip, not a safetensors file" * 10)
-    status, page = _post(logged_in_client, language_model, dataset, factories.sae_upload_files(sae_dir))
-    assert status == 200
-    assert "not a safetensors file" in page
-    _assert_nothing_stored(media_root)
+def _not_safetensors(sae_dir: Path, tmp_path: Path) -> Upload:
+    (sae_dir / "sae_weights.safetensors").write_bytes(b"PK\x03\x04 a zip, not safetensors" * 10)
+    return factories.sae_upload_files(sae_dir), {}
 
 
-def test_width_mismatch_names_hook_and_width(
-    logged_in_client: Client, language_model: LanguageModel, dataset: Dataset, tmp_path: Path, media_root: Path
-) -> None:
-    d_model = language_model.d_model
-    sae_dir = factories.sae_lens_write(tmp_path / "wide", d_in=d_model + 8, d_sae=32)
-    status, page = _post(logged_in_client, language_model, dataset, factories.sae_upload_files(sae_dir))
-    assert status == 200
-    assert f"W_enc is [{d_model + 8}, 32] but the model&#x27;s {factories.TINY_HOOK} has width {d_model}" in page
-    _assert_nothing_stored(media_root)
+def _d_in_mismatch(sae_dir: Path, tmp_path: Path) -> Upload:
+    return factories.sae_upload_files(factories.sae_lens_write(tmp_path / "wide", d_in=72, d_sae=32)), {}
 
 
-def test_unknown_hook_is_named(
-    logged_in_client: Client, language_model: LanguageModel, dataset: Dataset, sae_dir: Path, media_root: Path
-) -> None:
-    status, page = _post(
-        logged_in_client, language_model, dataset, factories.sae_upload_files(sae_dir), hook_name="blocks.9.hook_nope"
-    )
-    assert status == 200
-    assert "has no hook named &#x27;blocks.9.hook_nope&#x27;" in page
-    _assert_nothing_stored(media_root)
+def _unknown_hook(sae_dir: Path, tmp_path: Path) -> Upload:
+    return factories.sae_upload_files(sae_dir), {"hook_name": "blocks.9.hook_nope"}
 
 
-def test_broken_cfg_json_is_refused(
-    logged_in_client: Client, language_model: LanguageModel, dataset: Dataset, sae_dir: Path, media_root: Path
-) -> None:
+def _broken_cfg(sae_dir: Path, tmp_path: Path) -> Upload:
     (sae_dir / "cfg.json").write_text("{not json")
-    status, page = _post(logged_in_client, language_model, dataset, factories.sae_upload_files(sae_dir))
-    assert status == 200
-    assert "cfg.json is not valid JSON" in page
-    _assert_nothing_stored(media_root)
+    return factories.sae_upload_files(sae_dir), {}
 
 
-def test_archive_with_parent_path_is_refused(
-    logged_in_client: Client, language_model: LanguageModel, dataset: Dataset, sae_dir: Path, media_root: Path
-) -> None:
-    from django.core.files.uploadedfile import SimpleUploadedFile
-
+def _archive_escaping_its_directory(sae_dir: Path, tmp_path: Path) -> Upload:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as bundle:
         bundle.write(sae_dir / "cfg.json", "../../cfg.json")
-    archive = SimpleUploadedFile("evil.zip", buffer.getvalue())
-    status, page = _post(logged_in_client, language_model, dataset, {"archive": archive})
-    assert status == 200
-    assert "unsafe path" in page
-    _assert_nothing_stored(media_root)
+    return {"archive": SimpleUploadedFile("evil.zip", buffer.getvalue())}, {}
 
 
-def test_missing_files_say_what_to_upload(
-    logged_in_client: Client, language_model: LanguageModel, dataset: Dataset, media_root: Path
+def _no_files(sae_dir: Path, tmp_path: Path) -> Upload:
+    return {}, {}
+
+
+SPOILED_UPLOADS: dict[str, tuple[Callable[[Path, Path], Upload], list[str]]] = {
+    "wrong shapes": (_wrong_shapes, ["W_dec", "[40,"]),
+    "wrong tensor names": (_wrong_tensor_names, ["W_encoder", "W_enc"]),
+    "truncated file": (_truncated, ["truncated"]),
+    "not safetensors": (_not_safetensors, ["not a safetensors file"]),
+    # The tiny model's d_model is 64 (asserted in the test).
+    "d_in mismatch": (_d_in_mismatch, ["W_enc is [72, 32] but the model&#x27;s blocks.0.hook_resid_post has width 64"]),
+    "unknown hook": (_unknown_hook, ["has no hook named &#x27;blocks.9.hook_nope&#x27;"]),
+    "broken cfg.json": (_broken_cfg, ["cfg.json is not valid JSON"]),
+    "archive escaping its directory": (_archive_escaping_its_directory, ["unsafe path"]),
+    "no files": (_no_files, ["Upload cfg.json and sae_weights.safetensors"]),
+}
+
+
+@pytest.mark.parametrize("case", SPOILED_UPLOADS, ids=list(SPOILED_UPLOADS))
+def test_malformed_upload_is_named_and_leaves_nothing(
+    logged_in_client: Client, language_model: LanguageModel, dataset: Dataset, sae_dir: Path, tmp_path: Path,
+    media_root: Path, case: str,
 ) -> None:
-    status, page = _post(logged_in_client, language_model, dataset, {})
+    assert language_model.d_model == 64
+    spoil, expected = SPOILED_UPLOADS[case]
+    files, fields = spoil(sae_dir, tmp_path)
+    status, page = _post(logged_in_client, language_model, dataset, files, **fields)
     assert status == 200
-    assert "Upload cfg.json and sae_weights.safetensors" in page
+    for words in expected:
+        assert words in page
     _assert_nothing_stored(media_root)
 
 
