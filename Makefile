@@ -29,7 +29,7 @@ install: $(VENV)/.base
 install-dev: $(VENV)/.dev
 
 demo: $(VENV)/.base
-	$(PY) manage.py atlas_demo
+	$(PY) manage.py atlas_demo $(DEMO_ARGS)
 
 test: $(VENV)/.dev lint typecheck pytest
 

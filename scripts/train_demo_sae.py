@@ -111,7 +111,7 @@ def activations_load_or_collect(recipe: DemoSaeRecipe) -> Activations:
     """Activations are the slow part; they are cached so that retuning the SAE does not rerun the model."""
     key = _activation_settings(recipe)
     if recipe.activations_cache.is_file():
-        cached = torch.load(recipe.activations_cache)
+        cached = torch.load(recipe.activations_cache, weights_only=True)
         if cached["settings"] == key:
             logger.info("Reusing activations from %s", recipe.activations_cache)
             return Activations(cached["train"], cached["heldout"], cached["collection_seconds"])

@@ -132,6 +132,13 @@ class Command(BaseCommand):
              "--workers", "2", "--log-level", "warning"],
             cwd=settings.BASE_DIR,
         )
+        time.sleep(2)  # gunicorn binds its port first thing; a taken port ends it at once
+        if web.poll() is not None:
+            worker.terminate()
+            raise CommandError(
+                f"The web server could not start on {bind} (is the port taken?); "
+                'try make demo DEMO_ARGS="--bind 127.0.0.1:8001".'
+            )
         url = f"http://{bind}/{sae.language_model.slug}/{sae.slug}/"
         self.stdout.write(self.style.SUCCESS(f"Serving at http://{bind}/ (the demo SAE: {url}); Ctrl-C stops."))
         try:
