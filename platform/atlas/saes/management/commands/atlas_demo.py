@@ -122,27 +122,11 @@ class Command(BaseCommand):
             raise CommandError(f"The demo SAE was refused: {error.message}") from error
 
     def _serve(self, sae: Sae, bind: str, password: str) -> None:
-        python = sys.executable
-        worker = subprocess.Popen(
-            [python, "-m", "celery", "-A", "atlas", "worker", "-Q", settings.ATLAS_GPU_QUEUE, "--pool", "solo",
-             "--loglevel", "WARNING", "--quiet"]
-        )
-        web = subprocess.Popen(
-            [str(Path(python).with_name("gunicorn")), "atlas.wsgi", "--pythonpath", "platform", "--bind", bind,
-             "--workers", "2", "--log-level", "warning"],
-            cwd=settings.BASE_DIR,
-        )
-        time.sleep(2)  # gunicorn binds its port first thing; a taken port ends it at once
-        if web.poll() is not None:
-            worker.terminate()
-            raise CommandError(
-                f"The web server could not start on {bind} (is the port taken?); "
-                'try make demo DEMO_ARGS="--bind 127.0.0.1:8001".'
-            )
+        worker, web = self._processes_start(bind)
         url = f"http://{bind}/{sae.language_model.slug}/{sae.slug}/"
         self.stdout.write(self.style.SUCCESS(f"Serving at http://{bind}/ (the demo SAE: {url}); Ctrl-C stops."))
         try:
-            self._follow_run(sae)
+            self._follow_run(sae, worker)
             self.stdout.write(f"Browse {url}  ·  log in as {DEMO_USER} / {password} to upload SAEs")
             web.wait()
         except KeyboardInterrupt:
@@ -154,7 +138,30 @@ class Command(BaseCommand):
                 process.wait(timeout=30)
         self.stdout.write("Stopped the web server and the worker; `make stop` stops the embedded Postgres and Redis.")
 
-    def _follow_run(self, sae: Sae) -> None:
+    def _processes_start(self, bind: str) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+        python = sys.executable
+        worker = subprocess.Popen(
+            [python, "-m", "celery", "-A", "atlas", "--quiet", "worker", "-Q", settings.ATLAS_GPU_QUEUE,
+             "--pool", "solo", "--loglevel", "WARNING"]
+        )
+        web = subprocess.Popen(
+            [str(Path(python).with_name("gunicorn")), "atlas.wsgi", "--pythonpath", "platform", "--bind", bind,
+             "--workers", "2", "--log-level", "warning"],
+            cwd=settings.BASE_DIR,
+        )
+        time.sleep(3)  # both fail fast on a bad command line, and gunicorn binds its port first thing
+        if web.poll() is None and worker.poll() is None:
+            return worker, web
+        for process in (web, worker):
+            process.terminate()
+        if web.poll() not in (None, -signal.SIGTERM):
+            raise CommandError(
+                f"The web server could not start on {bind} (is the port taken?); "
+                'try make demo DEMO_ARGS="--bind 127.0.0.1:8001".'
+            )
+        raise CommandError("The Celery worker could not start; its output above says why.")
+
+    def _follow_run(self, sae: Sae, worker: subprocess.Popen[bytes]) -> None:
         """A tqdm bar over the latest run, so the terminal shows the same progress as the page."""
         run = sae.runs.order_by("-created").first()
         if run is None or run.is_finished:
@@ -162,6 +169,8 @@ class Command(BaseCommand):
         started = time.monotonic()
         with tqdm(total=run.tokens_total, desc="queued") as bar:
             while not run.is_finished:
+                if worker.poll() is not None:
+                    raise CommandError(f"The worker exited with code {worker.returncode}; its output above says why.")
                 time.sleep(1)
                 run.refresh_from_db()
                 bar.set_description(run.phase or "queued")
