@@ -122,6 +122,9 @@ class Command(BaseCommand):
             raise CommandError(f"The demo SAE was refused: {error.message}") from error
 
     def _serve(self, sae: Sae, bind: str, password: str) -> None:
+        # Ctrl-C or `kill` both stop the demo's worker and web server, even when started in the background.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
         worker, web = self._processes_start(bind)
         url = f"http://{bind}/{sae.language_model.slug}/{sae.slug}/"
         self.stdout.write(self.style.SUCCESS(f"Serving at http://{bind}/ (the demo SAE: {url}); Ctrl-C stops."))
