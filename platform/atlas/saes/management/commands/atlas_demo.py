@@ -139,7 +139,7 @@ class Command(BaseCommand):
                 process.send_signal(signal.SIGTERM)
             for process in (web, worker):
                 process.wait(timeout=30)
-        self.stdout.write("Stopped the web server and the worker; `make stop` stops the embedded Postgres and Redis.")
+            self.stdout.write("Stopped the web server and the worker; `make stop` stops Postgres and Redis.")
 
     def _processes_start(self, bind: str) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
         python = sys.executable
