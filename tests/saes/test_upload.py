@@ -175,3 +175,18 @@ def test_upload_page_suggests_the_models_hooks(logged_in_client: Client, languag
     assert 'list="hook-names"' in page
     assert '<option value="blocks.0.hook_resid_post">' in page
     assert page.index("blocks.0.hook_resid_post") < page.index("blocks.1.hook_resid_post")
+
+
+def test_an_id_taken_during_the_upload_is_refused_cleanly(
+    logged_in_client: Client, language_model: LanguageModel, dataset: Dataset, sae_dir: Path, media_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert _post(logged_in_client, language_model, dataset, factories.sae_upload_files(sae_dir))[0] == 302
+    files_before = sorted(media_root.rglob("*"))
+    # As if a concurrent upload took the id after this one checked it: only the unique constraint stops it.
+    monkeypatch.setattr("django.db.models.query.QuerySet.exists", lambda self: False)
+    status, page = _post(logged_in_client, language_model, dataset, factories.sae_upload_files(sae_dir))
+    assert status == 200
+    assert "already has an SAE &#x27;0-res-48&#x27;" in page
+    assert Sae.objects.count() == 1
+    assert sorted(media_root.rglob("*")) == files_before

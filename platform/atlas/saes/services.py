@@ -1,4 +1,4 @@
-"""Writes for SAEs: check and store an upload, queue its dashboard run, and execute a run on a worker."""
+"""Writes for SAEs: check and store an upload, then queue its dashboard run on the GPU queue."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files import File
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from atlas.celery import app as celery_app
 from atlas.datasets.models import Dataset
@@ -113,6 +113,10 @@ def _checked_hook(language_model: LanguageModel, config: SaeConfig, hook_name: s
     return hook
 
 
+def _duplicate_id(language_model: LanguageModel, slug: str) -> SaeUploadError:
+    return SaeUploadError(f"{language_model.slug} already has an SAE '{slug}'; choose another id.", "slug")
+
+
 def sae_default_slug(hook_name: str, d_sae: int) -> str:
     match = _LAYER.search(hook_name)
     layer = match.group(1) if match else "x"
@@ -179,7 +183,7 @@ def sae_upload(
         run_params = _checked_run_params(language_model, dataset, params)
         slug = slug.strip() or sae_default_slug(hook, config.d_sae)
         if Sae.objects.filter(language_model=language_model, slug=slug).exists():
-            raise SaeUploadError(f"{language_model.slug} already has an SAE '{slug}'; choose another id.", "slug")
+            raise _duplicate_id(language_model, slug)
         return _sae_store(staging, media, language_model, dataset, uploaded_by, config, hook, slug, description,
                           run_params)
     finally:
@@ -219,6 +223,10 @@ def _sae_store(
             )
             staging.rename(final)
             dashboard_run_create(sae=sae, dataset=dataset, params=params)
+    except IntegrityError as error:
+        # Another upload took the same id between our check and this insert.
+        shutil.rmtree(final, ignore_errors=True)
+        raise _duplicate_id(language_model, slug) from error
     except Exception:
         shutil.rmtree(final, ignore_errors=True)
         raise
