@@ -1,5 +1,6 @@
 """Factories for tests: a tiny real model, datasets, SAEs written by sae_lens itself, users."""
 
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,6 @@ PASSWORD = "correct horse battery staple"
 @lru_cache(maxsize=1)
 def tiny_model_dir() -> Path:
     """A tiny Llama with a tokenizer trained on stdlib docstrings, written once per test session."""
-    import tempfile
-
     return tiny_model_write(Path(tempfile.mkdtemp(prefix="atlas-tiny-")) / "tiny-llama", stdlib_docstrings(60_000))
 
 

@@ -15,10 +15,14 @@ class LanguageModelError(ValueError):
     pass
 
 
-def language_model_store(*, slug: str, display_name: str, source: ModelSource, facts: ModelFacts) -> LanguageModel:
-    """Create or refresh a model's record from facts read off the loaded model."""
+def _check_slug(slug: str) -> None:
     if slug in RESERVED_SLUGS:
         raise LanguageModelError(f"'{slug}' is a path the site uses; choose another model id.")
+
+
+def language_model_store(*, slug: str, display_name: str, source: ModelSource, facts: ModelFacts) -> LanguageModel:
+    """Create or refresh a model's record from facts read off the loaded model."""
+    _check_slug(slug)
     with transaction.atomic():
         language_model, _ = LanguageModel.objects.update_or_create(
             slug=slug,
@@ -40,7 +44,6 @@ def language_model_store(*, slug: str, display_name: str, source: ModelSource, f
 
 def language_model_register(*, slug: str, display_name: str, source: ModelSource) -> LanguageModel:
     """Load the model (proving the worker can load it too) and store what uploads are checked against."""
-    if slug in RESERVED_SLUGS:
-        raise LanguageModelError(f"'{slug}' is a path the site uses; choose another model id.")
+    _check_slug(slug)  # before the load, which takes seconds
     facts = model_facts(load_language_model(source, device="cpu"))
     return language_model_store(slug=slug, display_name=display_name, source=source, facts=facts)

@@ -117,21 +117,24 @@ def _duplicate_id(language_model: LanguageModel, slug: str) -> SaeUploadError:
     return SaeUploadError(f"{language_model.slug} already has an SAE '{slug}'; choose another id.", "slug")
 
 
-def sae_default_slug(hook_name: str, d_sae: int) -> str:
+def _hook_layer(hook_name: str) -> int | None:
     match = _LAYER.search(hook_name)
-    layer = match.group(1) if match else "x"
+    return int(match.group(1)) if match else None
+
+
+def sae_default_slug(hook_name: str, d_sae: int) -> str:
+    layer = _hook_layer(hook_name)
     kind = _HOOK_KIND.get(hook_name.rsplit(".", 1)[-1], "sae")
-    return f"{layer}-{kind}-{d_sae}"
+    return f"{'x' if layer is None else layer}-{kind}-{d_sae}"
 
 
-def _checked_run_params(language_model: LanguageModel, dataset: Dataset, params: RunParams) -> RunParams:
+def _check_run_params(language_model: LanguageModel, dataset: Dataset, params: RunParams) -> None:
     if dataset.language_model_id != language_model.pk:
         raise SaeUploadError(
             f"Dataset '{dataset.slug}' was tokenized for {dataset.language_model.slug}, not {language_model.slug}.",
             "dataset",
         )
-    n_sequences = params.n_sequences or dataset.n_sequences
-    if n_sequences > dataset.n_sequences:
+    if params.n_sequences and params.n_sequences > dataset.n_sequences:
         raise SaeUploadError(f"Dataset '{dataset.slug}' has only {dataset.n_sequences} sequences.", "n_sequences")
     if params.context_before + params.context_after + 1 > dataset.context_length:
         raise SaeUploadError(
@@ -139,7 +142,6 @@ def _checked_run_params(language_model: LanguageModel, dataset: Dataset, params:
             f"sequences of {dataset.context_length}.",
             "context_before",
         )
-    return RunParams(n_sequences, params.top_k, params.context_before, params.context_after)
 
 
 def dashboard_run_create(*, sae: Sae, dataset: Dataset, params: RunParams) -> DashboardRun:
@@ -180,12 +182,12 @@ def sae_upload(
         _stage_files(staging, cfg_file, weights_file, archive)
         config = _checked_config(staging)
         hook = _checked_hook(language_model, config, hook_name)
-        run_params = _checked_run_params(language_model, dataset, params)
+        _check_run_params(language_model, dataset, params)
         slug = slug.strip() or sae_default_slug(hook, config.d_sae)
         if Sae.objects.filter(language_model=language_model, slug=slug).exists():
             raise _duplicate_id(language_model, slug)
         return _sae_store(staging, media, language_model, dataset, uploaded_by, config, hook, slug, description,
-                          run_params)
+                          params)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -205,14 +207,13 @@ def _sae_store(
     files_dir = Path("saes") / uuid.uuid4().hex
     final = media / files_dir
     final.parent.mkdir(parents=True, exist_ok=True)
-    match = _LAYER.search(hook)
     try:
         with transaction.atomic():
             sae = Sae.objects.create(
                 language_model=language_model,
                 slug=slug,
                 hook_name=hook,
-                layer=int(match.group(1)) if match else None,
+                layer=_hook_layer(hook),
                 architecture=config.architecture,
                 d_in=config.d_in,
                 d_sae=config.d_sae,
