@@ -1,11 +1,26 @@
-"""Celery tasks: thin shells that call the worker-side services."""
+"""Celery tasks: thin shells that call the worker-side services (atlas.saes.execution).
 
-from celery import shared_task
+Services are imported when a task runs, after the Celery Django fixup has set Django up.
+"""
+
+from celery import Task, shared_task
 
 
-@shared_task(name="workers.tasks.dashboard_run_execute")
-def dashboard_run_execute(run_id: int) -> None:
-    # Imported when a task runs, after the Celery Django fixup has set Django up.
-    from atlas.saes.execution import dashboard_run_execute as execute
+@shared_task(name="workers.tasks.dashboard_shard_execute", bind=True, max_retries=None)
+def dashboard_shard_execute(self: Task[[int], None], shard_id: int) -> None:
+    from atlas.saes.execution import TaskRetry, shard_execute
 
-    execute(run_id)
+    try:
+        shard_execute(shard_id)
+    except TaskRetry as retry:
+        raise self.retry(countdown=retry.countdown) from retry
+
+
+@shared_task(name="workers.tasks.dashboard_run_merge", bind=True, max_retries=None)
+def dashboard_run_merge(self: Task[[int], None], run_id: int) -> None:
+    from atlas.saes.execution import TaskRetry, run_merge
+
+    try:
+        run_merge(run_id, attempt=self.request.retries + 1)
+    except TaskRetry as retry:
+        raise self.retry(countdown=retry.countdown) from retry

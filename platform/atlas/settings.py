@@ -121,10 +121,24 @@ CELERY_RESULT_BACKEND = REDIS_URL
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("ATLAS_TASK_VISIBILITY_TIMEOUT", 12 * 3600)}
+# A task a dead worker took is handed out again once it has been unacknowledged this long, so it
+# must be longer than any shard takes; workers look for such tasks every restore interval.
+_VISIBILITY_TIMEOUT = envint("ATLAS_TASK_VISIBILITY_TIMEOUT", 12 * 3600)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": _VISIBILITY_TIMEOUT,
+    "unacked_restore_interval": max(1, min(60, _VISIBILITY_TIMEOUT // 4)),
+    "unacked_restore_throttle": 1,
+}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Dashboard runs go to this queue, served by `celery -A atlas worker -Q gpu` on the GPU machines.
 ATLAS_GPU_QUEUE = os.environ.get("ATLAS_GPU_QUEUE", "gpu")
+# A run splits into shards of this many sequences, computed in parallel by the workers on the queue.
+ATLAS_SHARD_SEQUENCES = envint("ATLAS_SHARD_SEQUENCES", 4096)
+# Sequences per model batch; GPU workers want more (64 for a 12-layer model at 128 tokens).
+ATLAS_RUN_BATCH_SIZE = envint("ATLAS_RUN_BATCH_SIZE", 8)
+# A failing shard or merge is tried this many times before the run fails with its error.
+ATLAS_TASK_ATTEMPTS = envint("ATLAS_TASK_ATTEMPTS", 3)
+ATLAS_TASK_RETRY_SECONDS = float(os.environ.get("ATLAS_TASK_RETRY_SECONDS", "5"))
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

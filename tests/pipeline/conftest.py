@@ -1,11 +1,13 @@
-"""A real Celery worker process on its own queue, against the test database and this test's media root."""
+"""Real Celery worker processes on their own queue, against the test database and this test's media root."""
 
 import os
+import signal
 import subprocess
 import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -27,47 +29,89 @@ def _test_database_url() -> str:
     return f"postgres://{credentials}@{host}{port}/{database['NAME']}"
 
 
-def _wait_until_ready(process: subprocess.Popen[str], log: list[str]) -> None:
+@dataclass
+class Worker:
+    process: subprocess.Popen[str]
+    log: list[str] = field(default_factory=list)
+
+
+def _wait_until_ready(worker: Worker) -> None:
     ready = threading.Event()
 
     def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            log.append(line)
+        assert worker.process.stdout is not None
+        for line in worker.process.stdout:
+            worker.log.append(line)
             if " ready." in line:
                 ready.set()
 
     threading.Thread(target=read, daemon=True).start()
     if not ready.wait(READY_TIMEOUT_SECONDS):
-        process.kill()
-        raise RuntimeError("The Celery worker did not start:\n" + "".join(log[-40:]))
+        worker.process.kill()
+        raise RuntimeError("The Celery worker did not start:\n" + "".join(worker.log[-40:]))
+
+
+class Workers:
+    """Starts `celery -A atlas worker` processes on one queue; each is a separate OS process."""
+
+    def __init__(self, queue: str, media_root: Path) -> None:
+        self.queue = queue
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}",
+            "DATABASE_URL": _test_database_url(),
+            "ATLAS_MEDIA_ROOT": str(media_root),
+            "ATLAS_GPU_QUEUE": queue,
+            "ATLAS_RUN_PROGRESS_SECONDS": "0",
+            "ATLAS_TASK_RETRY_SECONDS": "0.2",
+        }
+        self.started: list[Worker] = []
+
+    def start(self, *, batch_sleep: float = 0.0, visibility_timeout: int | None = None) -> Worker:
+        """A worker; batch_sleep slows its model pass so a test can catch it mid-shard (see slow_worker.py).
+
+        visibility_timeout: seconds after which this worker hands out again a task a dead worker took.
+        """
+        env = {**self.env, "ATLAS_TEST_BATCH_SLEEP": str(batch_sleep)}
+        if visibility_timeout is not None:
+            env["ATLAS_TASK_VISIBILITY_TIMEOUT"] = str(visibility_timeout)
+        name = f"{self.queue}-{len(self.started)}@%h"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.pipeline.slow_worker", "-A", "atlas", "worker", "-Q", self.queue,
+             "--pool", "solo", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "-n", name],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        worker = Worker(process)
+        self.started.append(worker)
+        _wait_until_ready(worker)
+        return worker
+
+    def logs(self) -> str:
+        return "".join(line for worker in self.started for line in worker.log[-30:])
+
+    def stop_all(self) -> None:
+        for worker in self.started:
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGTERM)
+        for worker in self.started:
+            try:
+                worker.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.process.kill()
 
 
 @pytest.fixture
-def celery_worker(transactional_db: None, settings: Any, media_root: Path) -> Iterator[list[str]]:
-    """Start `celery -A atlas worker` as a separate process; yields its log lines."""
+def workers(transactional_db: None, settings: Any, media_root: Path) -> Iterator[Workers]:
     queue = f"gpu-test-{uuid.uuid4().hex[:8]}"
     settings.ATLAS_GPU_QUEUE = queue
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}",
-        "DATABASE_URL": _test_database_url(),
-        "ATLAS_MEDIA_ROOT": str(media_root),
-        "ATLAS_GPU_QUEUE": queue,
-        "ATLAS_RUN_PROGRESS_SECONDS": "0",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "atlas", "worker", "-Q", queue, "--pool", "solo",
-         "--loglevel", "INFO", "--without-gossip", "--without-mingle", "-n", f"{queue}@%h"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    log: list[str] = []
-    _wait_until_ready(process, log)
-    yield log
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    started = Workers(queue, media_root)
+    yield started
+    started.stop_all()
     # Close the test's own connection so the test database can be flushed without waiting on it.
     connection.close()
+
+
+@pytest.fixture
+def celery_worker(workers: Workers) -> list[str]:
+    """One worker; yields its log lines."""
+    return workers.start().log

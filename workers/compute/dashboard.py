@@ -1,8 +1,22 @@
-"""Streaming computation of Neuronpedia-style dashboards for every feature of an SAE at once."""
+"""Neuronpedia-style dashboards for every feature of an SAE at once, in one model pass per token.
+
+The work splits in two so that a run can be sharded across workers:
+
+- `shard_pass` runs the model up to the hook once per token over a range of sequences and encodes
+  once. It keeps, for all features at once and on the device, the top examples (one per sequence) and
+  the maxima, and it copies every active (token, feature, value) to the host, sorted by a key that
+  makes later lookups one binary search each. Device memory is O(d_sae x top_k) plus one batch.
+- `dashboards_finish` merges the shards exactly, then makes a second pass over the kept activations
+  only (no model, no encoder) for what needs the final maxima: interval counts, histograms and
+  interval samples. Windows around examples come from the kept activations too; the logit lens
+  (W_dec @ W_U) needs no tokens at all.
+
+`dashboards_compute` is both halves over all tokens, for a run that is not sharded.
+"""
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -12,59 +26,45 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
-from workers.compute.results import DashboardParams, Examples, FeatureDashboards
+from workers.compute.results import ActiveLayout, DashboardParams, Examples, FeatureDashboards, ShardState
 from workers.compute.sae import SparseAutoencoder
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 # Logits of one chunk of features ([chunk, d_vocab]) stay below this many elements, ~256 MB in fp32.
 LOGIT_LENS_CHUNK_ELEMENTS = 1 << 26
+# One batch's activations are encoded a slice of features at a time, at most this many elements each.
+ENCODE_CHUNK_ELEMENTS = 1 << 27
+# The second pass reads the kept activations in pieces of this many entries.
+ACTIVE_CHUNK_ENTRIES = 1 << 22
 _BLOCK_HOOK = re.compile(r"blocks\.(\d+)\.")
 DEFAULT_PARAMS = DashboardParams()
 
 
 @dataclass
-class _Slots:
-    """The best examples so far for every row (a feature, or a feature x interval); S slots per row."""
+class _Top:
+    """The best example so far of every feature; k slots per feature, unordered, -inf score when empty."""
 
-    score: Tensor  # [R, S] higher is better, -inf for an empty slot; unordered until _slots_sorted
-    seq: Tensor  # [R, S] int64 sequence index in the dataset, -1 for an empty slot
-    pos: Tensor  # [R, S] int64 position in the sequence
-    value: Tensor  # [R, S] float32 activation at (seq, pos)
-    window: Tensor  # [R, S, W] float32 the row's feature activation around pos, NaN outside the sequence
+    score: Tensor  # [F, k]
+    seq: Tensor  # [F, k] int64, -1 when empty
+    pos: Tensor  # [F, k] int64
 
 
 @dataclass
-class _Candidates:
-    """Examples from one batch offered to _Slots; C per row, empty ones have score -inf."""
+class _Active:
+    """Active (token, feature) entries: sorted keys (see ActiveLayout) and their activations."""
 
-    score: Tensor  # [R, C]
-    batch_seq: Tensor  # [R, C] int64 sequence index within the batch
-    pos: Tensor  # [R, C] int64
-    value: Tensor  # [R, C] float32
+    keys: Tensor  # [E] int64, ascending
+    values: Tensor  # [E] float32
 
 
 @dataclass
-class _Batch:
-    """One batch of SAE activations and where it sits in the dataset."""
+class _Samples:
+    """Interval samples kept so far: at most examples_per_interval per row (feature x interval)."""
 
-    acts: Tensor  # [b, T, F] every position, BOS included, for the windows
-    first_seq: int  # dataset index of the batch's first sequence
-    first_pos: int  # 1 when BOS is skipped: positions before it count nowhere
-
-    @property
-    def counted(self) -> Tensor:
-        return self.acts[:, self.first_pos :]  # [b, T', F]
-
-
-@dataclass
-class _ForwardPass:
-    """What pass 1 leaves for pass 2 and for the results."""
-
-    hook_acts: list[Tensor]  # per batch [b, T, d_in] fp32 on CPU, re-encoded by pass 2
-    top: _Slots  # rows are features, slots top_k
-    max_act: Tensor  # [F] 0 for a feature that never fires
-    in_residual_space: bool  # the hook gives [b, T, d_model], so W_dec @ W_U means something
+    row: Tensor  # [E] int64
+    key: Tensor  # [E] float64 random sampling key; the smallest keys win
+    entry: Tensor  # [E] int64 index into the active entries
 
 
 @dataclass
@@ -86,39 +86,106 @@ def dashboards_compute(
     params: DashboardParams = DEFAULT_PARAMS,
     progress: Progress | None = None,
 ) -> FeatureDashboards:
-    """Dashboards for all features of sae over tokens [N sequences, T], in two streaming passes.
+    """Dashboards for all features of sae over tokens [N sequences, T]: one shard covering everything.
 
-    Pass 1 runs the model up to the hook once per token, encodes, and keeps top examples and maxima;
-    pass 2 re-encodes the hook activations pass 1 kept on the CPU to count active tokens, sample
-    interval examples and build histograms, which need the maxima. Memory for the results is
-    O(d_sae x examples x window), whatever the number of tokens.
     The logit lens (W_dec @ W_U) needs features in the residual stream: for any other hook (hook_z,
     MLP neurons) the logit token arrays are empty [F, 0] and the logit histograms all zero.
     """
+    state = shard_pass(model, sae, tokens, hook_name, 0, params, progress)
+    return dashboards_finish([state], tokens, model, sae, params, progress)
+
+
+def shard_pass(
+    model: HookedTransformer,
+    sae: SparseAutoencoder,
+    tokens: np.ndarray,
+    hook_name: str,
+    first_seq: int,
+    params: DashboardParams = DEFAULT_PARAMS,
+    progress: Progress | None = None,
+) -> ShardState:
+    """The model pass over tokens [n, T], which are the dataset's sequences first_seq..first_seq+n-1.
+
+    first_seq must be a multiple of params.batch_size, so that shards never split a batch.
+    """
     report = progress or _progress_ignore
     token_tensor = _tokens_validate(tokens, model, params)
+    if first_seq % params.batch_size:
+        raise ValueError(f"a shard must start on a batch boundary (batch_size {params.batch_size}), not {first_seq}")
     stop_at_layer = _stop_at_layer(model, hook_name)
     device = next(model.parameters()).device
     if sae.device != device:
         raise ValueError(f"the SAE is on {sae.device} but the model is on {device}; load it on {device}")
+    layout = ActiveLayout(d_sae=sae.d_sae, seq_len=token_tensor.shape[1], batch_size=params.batch_size)
+    n_seqs, seq_len = token_tensor.shape
+    top = _top_empty(sae.d_sae, params.top_k, device)
+    max_act = torch.zeros(sae.d_sae, device=device)  # [F] 0 for a feature that never fires
+    keys: list[Tensor] = []  # per batch and feature slice, on the host
+    values: list[Tensor] = []
+    in_residual_space = True
     with torch.inference_mode():
-        forward = _forward_pass(model, sae, token_tensor, hook_name, stop_at_layer, params, report)
-        intervals, interval_counts, act_hist = _interval_pass(sae, forward.hook_acts, forward.max_act, params, report)
-        if forward.in_residual_space:
+        for start in range(0, n_seqs, params.batch_size):
+            batch_tokens = token_tensor[start : start + params.batch_size].to(device)
+            raw = _hook_activations(model, batch_tokens, hook_name, stop_at_layer)
+            in_residual_space = raw.ndim == 3 and raw.shape[-1] == model.cfg.d_model
+            hook_in = _flattened(raw, sae, hook_name).reshape(-1, sae.d_in)  # [b * T, d_in]
+            for features in _feature_slices(sae.d_sae, hook_in.shape[0]):
+                acts = _feature_major(sae.encode_features(hook_in, features.start, features.stop), seq_len)
+                _top_update(top, max_act, acts, features, first_seq + start, _first_pos(params))
+                batch_keys, batch_values = _active_entries(acts, features, first_seq + start, layout)
+                keys.append(batch_keys.cpu())
+                values.append(batch_values.cpu())
+            report("forward", (start + batch_tokens.shape[0]) * seq_len, n_seqs * seq_len)
+    return ShardState(
+        first_seq=first_seq,
+        n_seqs=n_seqs,
+        layout=layout,
+        top_score=top.score.cpu().numpy(),
+        top_seq=top.seq.cpu().numpy(),
+        top_pos=top.pos.cpu().numpy(),
+        max_act=max_act.cpu().numpy(),
+        active_keys=torch.cat(keys).numpy() if keys else np.zeros(0, dtype=np.int64),
+        active_values=torch.cat(values).numpy() if values else np.zeros(0, dtype=np.float32),
+        in_residual_space=in_residual_space,
+    )
+
+
+def dashboards_finish(
+    states: Sequence[ShardState],
+    tokens: np.ndarray,
+    model: HookedTransformer,
+    sae: SparseAutoencoder,
+    params: DashboardParams = DEFAULT_PARAMS,
+    progress: Progress | None = None,
+) -> FeatureDashboards:
+    """Merge the shards of a run over tokens [N, T] (all of its sequences) and finish the dashboards."""
+    report = progress or _progress_ignore
+    ordered = _shards_check(states, tokens, sae)
+    device = sae.device
+    layout = ordered[0].layout
+    with torch.inference_mode():
+        top = _top_merged(ordered, params.top_k)
+        max_act = torch.from_numpy(np.max([state.max_act for state in ordered], axis=0))
+        active = _Active(
+            keys=torch.from_numpy(np.concatenate([state.active_keys for state in ordered])),
+            values=torch.from_numpy(np.concatenate([state.active_values for state in ordered])),
+        )
+        samples, interval_counts, act_hist = _interval_pass(active, max_act, layout, params, device, report)
+        if all(state.in_residual_space for state in ordered):
             logit_lens = _logit_lens(model, sae, params, report)
         else:
             logit_lens = _logit_lens_empty(sae, params)
-    n_tokens = token_tensor.shape[0] * (token_tensor.shape[1] - _first_pos(params))
+        top_examples = _top_examples(top, active, layout, tokens, params)
+        interval_examples = _interval_examples(samples, active, layout, tokens, params)
+    n_tokens = tokens.shape[0] * (tokens.shape[1] - _first_pos(params))
     return FeatureDashboards(
         n_tokens=n_tokens,
-        frac_nonzero=interval_counts.reshape(sae.d_sae, -1).sum(dim=1).cpu().numpy().astype(np.float64) / n_tokens,
-        max_act=forward.max_act.cpu().numpy().astype(np.float32),
-        top=_examples(_slots_sorted(forward.top), tokens, params, (params.top_k,)),
-        intervals=_examples(
-            _slots_sorted(intervals), tokens, params, (params.n_intervals, params.examples_per_interval)
-        ),
-        interval_counts=interval_counts.reshape(sae.d_sae, params.n_intervals).cpu().numpy().astype(np.int64),
-        act_hist_counts=act_hist.reshape(sae.d_sae, params.act_hist_bins).cpu().numpy().astype(np.int64),
+        frac_nonzero=interval_counts.sum(dim=1).numpy().astype(np.float64) / n_tokens,
+        max_act=max_act.numpy().astype(np.float32),
+        top=top_examples,
+        intervals=interval_examples,
+        interval_counts=interval_counts.numpy().astype(np.int64),
+        act_hist_counts=act_hist.numpy().astype(np.int64),
         logit_top_ids=logit_lens.top_ids.cpu().numpy().astype(np.int64),
         logit_top_values=logit_lens.top_values.cpu().numpy().astype(np.float32),
         logit_bottom_ids=logit_lens.bottom_ids.cpu().numpy().astype(np.int64),
@@ -176,42 +243,9 @@ def _hook_activations(model: HookedTransformer, tokens: Tensor, hook_name: str, 
     return captured[0]
 
 
-def _forward_pass(
-    model: HookedTransformer,
-    sae: SparseAutoencoder,
-    tokens: Tensor,
-    hook_name: str,
-    stop_at_layer: int | None,
-    params: DashboardParams,
-    report: Progress,
-) -> _ForwardPass:
-    """Pass 1: hook activations kept on CPU for pass 2, top examples and maxima.
-
-    Nonzero counts are left to pass 2, which finds every active token anyway.
-    """
-    device = sae.device
-    n_seqs, seq_len = tokens.shape
-    top = _slots_empty(sae.d_sae, params.top_k, params.window, device)
-    max_act = torch.zeros(sae.d_sae, device=device)  # [F]
-    hook_acts: list[Tensor] = []  # [b, T, d_in] fp32 on CPU per batch
-    in_residual_space = True
-    for first_seq in range(0, n_seqs, params.batch_size):
-        batch_tokens = tokens[first_seq : first_seq + params.batch_size].to(device)
-        raw = _hook_activations(model, batch_tokens, hook_name, stop_at_layer)
-        in_residual_space = raw.ndim == 3 and raw.shape[-1] == model.cfg.d_model
-        hook_in = _flattened(raw, sae, hook_name)  # [b, T, d_in] fp32
-        hook_acts.append(hook_in.cpu())
-        batch = _Batch(sae.encode(hook_in), first_seq, _first_pos(params))
-        maxima = _sequence_maxima(batch)
-        max_act = torch.maximum(max_act, maxima.value.amax(dim=1))
-        _slots_merge(top, maxima, batch, 1, params)
-        report("forward", (first_seq + batch_tokens.shape[0]) * seq_len, n_seqs * seq_len)
-    return _ForwardPass(hook_acts, top, max_act, in_residual_space)
-
-
 def _flattened(raw: Tensor, sae: SparseAutoencoder, hook_name: str) -> Tensor:
-    """[b, T, *rest] -> [b, T, d_in] fp32; hook_z's heads are concatenated as SAELens does."""
-    flat = raw.reshape(raw.shape[0], raw.shape[1], -1).float()
+    """[b, T, *rest] -> [b, T, d_in]; hook_z's heads are concatenated as SAELens does."""
+    flat = raw.reshape(raw.shape[0], raw.shape[1], -1)
     if flat.shape[-1] != sae.d_in:
         raise ValueError(
             f"hook {hook_name} gives {list(raw.shape[2:])} values per token, {flat.shape[-1]} in all, "
@@ -220,145 +254,123 @@ def _flattened(raw: Tensor, sae: SparseAutoencoder, hook_name: str) -> Tensor:
     return flat
 
 
-def _sequence_maxima(batch: _Batch) -> _Candidates:
-    """Each sequence's strongest token for each feature: at most one top example per sequence."""
-    value, position = batch.counted.max(dim=1)  # [b, F]
-    value, position = value.T, position.T + batch.first_pos  # [F, b]
-    batch_seq = torch.arange(value.shape[1], device=value.device).expand_as(value)
-    score = value.masked_fill(value <= 0, -math.inf)
-    return _Candidates(score=score, batch_seq=batch_seq, pos=position, value=value)
+def _feature_slices(d_sae: int, n_tokens: int) -> list[slice]:
+    """Slices of features small enough that [n_tokens, slice] activations stay within the budget."""
+    width = max(1, min(d_sae, ENCODE_CHUNK_ELEMENTS // max(n_tokens, 1)))
+    return [slice(start, min(start + width, d_sae)) for start in range(0, d_sae, width)]
 
 
-def _slots_empty(rows: int, slots: int, window: int, device: torch.device) -> _Slots:
-    return _Slots(
-        score=torch.full((rows, slots), -math.inf, device=device),
-        seq=torch.full((rows, slots), -1, dtype=torch.int64, device=device),
-        pos=torch.full((rows, slots), -1, dtype=torch.int64, device=device),
-        value=torch.zeros((rows, slots), device=device),
-        window=torch.full((rows, slots, window), math.nan, device=device),
+def _feature_major(acts: Tensor, seq_len: int) -> Tensor:
+    """[b * T, f] activations -> [f, b, T] float32, contiguous."""
+    return acts.T.float().contiguous().view(acts.shape[1], -1, seq_len)
+
+
+def _top_empty(d_sae: int, k: int, device: torch.device) -> _Top:
+    return _Top(
+        score=torch.full((d_sae, k), -math.inf, device=device),
+        seq=torch.full((d_sae, k), -1, dtype=torch.int64, device=device),
+        pos=torch.full((d_sae, k), -1, dtype=torch.int64, device=device),
     )
 
 
-def _slots_merge(
-    slots: _Slots, candidates: _Candidates, batch: _Batch, rows_per_feature: int, params: DashboardParams
-) -> None:
-    """Keep, in place, the S best of slots + candidates per row; newcomers' windows come from the batch.
+def _top_update(top: _Top, max_act: Tensor, acts: Tensor, features: slice, first_seq: int, first_pos: int) -> None:
+    """Offer each sequence's strongest token of every feature in the slice; at most one per sequence.
 
-    A newcomer takes the place of an example it evicts, so the slots are unordered until _slots_sorted,
-    and the [R, S, W] windows are written only where something changed.
-    Rows are feature-major: row = feature * rows_per_feature + (interval, for interval examples).
+    acts [f, b, T] count from first_pos on: position 0 is BOS when it is skipped.
     """
-    rows = _rows_that_change(slots, candidates)
-    n_slots = slots.score.shape[1]
-    score, best = torch.cat([slots.score[rows], candidates.score[rows]], dim=1).topk(n_slots, dim=1)  # [R', S]
-    incoming = (best >= n_slots) & (score > -math.inf)  # [R', S] real newcomers
-    in_row, in_slot = incoming.nonzero(as_tuple=True)  # sorted by row
-    # The evicted slots come as many per row as the newcomers and in the same row order, so they pair up.
-    _, out_slot = _evicted_slots(best, incoming).nonzero(as_tuple=True)
-    row = in_row if isinstance(rows, slice) else rows[in_row]
-    column = best[in_row, in_slot] - n_slots
-    batch_seq, pos = candidates.batch_seq[row, column], candidates.pos[row, column]
-    slots.score[row, out_slot] = score[in_row, in_slot]
-    slots.seq[row, out_slot] = batch_seq + batch.first_seq
-    slots.pos[row, out_slot] = pos
-    slots.value[row, out_slot] = candidates.value[row, column]
-    slots.window[row, out_slot] = _window_values(batch.acts, batch_seq, pos, row // rows_per_feature, params)
+    value, pos = acts[:, :, first_pos:].max(dim=2)  # [f, b]
+    pos = pos + first_pos
+    max_act[features] = torch.maximum(max_act[features], value.amax(dim=1))
+    fired = value > 0
+    score = value.masked_fill(~fired, -math.inf)
+    seq = torch.where(fired, torch.arange(value.shape[1], device=value.device) + first_seq, -1)
+    pos = torch.where(fired, pos, -1)
+    merged_score, best = torch.cat([top.score[features], score], dim=1).topk(top.score.shape[1], dim=1)
+    top.score[features] = merged_score
+    top.seq[features] = torch.cat([top.seq[features], seq], dim=1).gather(1, best)
+    top.pos[features] = torch.cat([top.pos[features], pos], dim=1).gather(1, best)
 
 
-def _evicted_slots(best: Tensor, incoming: Tensor) -> Tensor:
-    """[R', S] the old slots that the incoming newcomers replace, as many per row as there are newcomers.
-
-    Old slots left out of best lost to better examples; any beyond the newcomers' count are empty already.
-    """
-    n_slots = best.shape[1]
-    # Newcomers mark a spare column S, so that they never overwrite the mark of a kept old slot.
-    kept = torch.zeros((best.shape[0], n_slots + 1), dtype=torch.bool, device=best.device)
-    kept.scatter_(1, best.clamp(max=n_slots), True)
-    free = ~kept[:, :n_slots]
-    rank = free.cumsum(dim=1) - 1  # [R', S] order of each free slot within its row
-    return free & (rank < incoming.sum(dim=1, keepdim=True))
+def _active_entries(acts: Tensor, features: slice, first_seq: int, layout: ActiveLayout) -> tuple[Tensor, Tensor]:
+    """Keys and values of the active entries of acts [f, b, T], ascending by key."""
+    _, n_seqs, seq_len = acts.shape
+    flat = acts.reshape(-1)
+    index = (flat > 0).nonzero().squeeze(1)  # feature-major, so already in key order
+    feature = index // (n_seqs * seq_len) + features.start
+    within = index % (n_seqs * seq_len) + (first_seq % layout.batch_size) * seq_len
+    block = first_seq // layout.batch_size
+    return (block * layout.d_sae + feature) * layout.block_tokens + within, flat[index]
 
 
-def _rows_that_change(slots: _Slots, candidates: _Candidates) -> Tensor | slice:
-    """Rows where a candidate beats the worst kept example: an index, or every row when most change.
-
-    After a few batches few rows change, and touching only those saves most of the work; while most
-    rows still change, whole tensors are cheaper than gathering and scattering nearly all rows.
-    """
-    changes = (candidates.score > slots.score.amin(dim=1, keepdim=True)).any(dim=1)  # [R]
-    rows = changes.nonzero().squeeze(1)
-    return slice(None) if 2 * rows.shape[0] > changes.shape[0] else rows
-
-
-def _slots_sorted(slots: _Slots) -> _Slots:
-    """The slots of every row ordered by score, best first, so empty slots come last."""
-    order = slots.score.argsort(dim=1, descending=True)  # [R, S]
-    window_order = order.unsqueeze(-1).expand_as(slots.window)
-    return _Slots(
-        score=slots.score.gather(1, order),
-        seq=slots.seq.gather(1, order),
-        pos=slots.pos.gather(1, order),
-        value=slots.value.gather(1, order),
-        window=slots.window.gather(1, window_order),
-    )
+def _shards_check(states: Sequence[ShardState], tokens: np.ndarray, sae: SparseAutoencoder) -> list[ShardState]:
+    """The shards in dataset order, after checking they tile the run's sequences exactly once."""
+    if not states:
+        raise ValueError("a run needs at least one shard")
+    ordered = sorted(states, key=lambda state: state.first_seq)
+    expected = 0
+    for state in ordered:
+        if state.first_seq != expected:
+            raise ValueError(f"shards leave out or repeat sequences around sequence {min(state.first_seq, expected)}")
+        if state.layout != ordered[0].layout or state.layout.d_sae != sae.d_sae:
+            raise ValueError("shards were computed with different SAEs or settings")
+        expected += state.n_seqs
+    if expected != tokens.shape[0] or ordered[0].layout.seq_len != tokens.shape[1]:
+        raise ValueError(f"shards cover {expected} sequences but the run has {tokens.shape[0]}")
+    return ordered
 
 
-def _window_values(acts: Tensor, batch_seq: Tensor, pos: Tensor, feature: Tensor, params: DashboardParams) -> Tensor:
-    """acts [b, T, F] at E examples -> [E, W]: each feature's activation around its pos, NaN outside."""
-    n_pos, n_features = acts.shape[1], acts.shape[2]
-    offsets = torch.arange(-params.context_before, params.context_after + 1, device=acts.device)  # [W]
-    positions = pos.unsqueeze(1) + offsets  # [E, W]
-    inside = (positions >= 0) & (positions < n_pos)
-    # Flat indices into the contiguous acts: one take is far cheaper than three-way advanced indexing.
-    flat = (batch_seq.unsqueeze(1) * n_pos + positions.clamp(0, n_pos - 1)) * n_features + feature.unsqueeze(1)
-    return acts.contiguous().reshape(-1)[flat].masked_fill(~inside, math.nan)
+def _top_merged(states: Sequence[ShardState], k: int) -> _Top:
+    """The k best of all shards' top examples per feature, best first, empty slots last."""
+    score = torch.from_numpy(np.concatenate([state.top_score for state in states], axis=1))
+    seq = torch.from_numpy(np.concatenate([state.top_seq for state in states], axis=1))
+    pos = torch.from_numpy(np.concatenate([state.top_pos for state in states], axis=1))
+    # A stable sort keeps equal scores in dataset order, so ties break the same however a run is sharded.
+    order = score.sort(dim=1, descending=True, stable=True).indices[:, :k]
+    return _Top(score=score.gather(1, order), seq=seq.gather(1, order), pos=pos.gather(1, order))
 
 
 def _interval_pass(
-    sae: SparseAutoencoder, hook_acts: list[Tensor], max_act: Tensor, params: DashboardParams, report: Progress
-) -> tuple[_Slots, Tensor, Tensor]:
-    """Pass 2: interval samples, interval counts [F * n] and act histogram [F * bins], from kept hook acts."""
-    device = sae.device
-    n_rows = sae.d_sae * params.n_intervals
-    intervals = _slots_empty(n_rows, params.examples_per_interval, params.window, device)
+    active: _Active, max_act: Tensor, layout: ActiveLayout, params: DashboardParams, device: torch.device,
+    report: Progress,
+) -> tuple[_Samples, Tensor, Tensor]:
+    """Interval samples, interval counts [F, n] and the act histogram [F, bins] from the kept entries."""
+    n_rows = layout.d_sae * params.n_intervals
     interval_counts = torch.zeros(n_rows, dtype=torch.int64, device=device)
-    act_hist = torch.zeros(sae.d_sae * params.act_hist_bins, dtype=torch.int64, device=device)
+    act_hist = torch.zeros(layout.d_sae * params.act_hist_bins, dtype=torch.int64, device=device)
+    samples = _Samples(
+        row=torch.zeros(0, dtype=torch.int64, device=device),
+        key=torch.zeros(0, dtype=torch.float64, device=device),
+        entry=torch.zeros(0, dtype=torch.int64, device=device),
+    )
     generator = torch.Generator(device=device).manual_seed(params.seed)
-    safe_max = torch.where(max_act > 0, max_act, 1.0)  # features that never fire have no active tokens
-    total = sum(acts.shape[0] * acts.shape[1] for acts in hook_acts)
-    done, first_seq = 0, 0
-    for hook_in in hook_acts:
-        batch = _Batch(sae.encode(hook_in.to(device)), first_seq, _first_pos(params))
-        seq, pos, feature, value = _active_tokens(batch)
-        fraction = value / safe_max[feature]  # in (0, 1]
+    first_pos = _first_pos(params)
+    safe_max = torch.where(max_act > 0, max_act, 1.0).to(device)  # features that never fire have no entries
+    total = active.keys.shape[0]
+    for start in range(0, total, ACTIVE_CHUNK_ENTRIES):
+        keys = active.keys[start : start + ACTIVE_CHUNK_ENTRIES].to(device)
+        values = active.values[start : start + ACTIVE_CHUNK_ENTRIES].to(device)
+        counted = layout.pos(keys) >= first_pos  # BOS entries are kept for windows but count nowhere
+        feature = layout.feature(keys)
+        fraction = values / safe_max[feature]  # in (0, 1] where counted
+        weight = counted.long()
         act_hist += torch.bincount(
-            feature * params.act_hist_bins + _bin_index(fraction, params.act_hist_bins), minlength=act_hist.shape[0]
-        )
+            feature * params.act_hist_bins + _bin_index(fraction, params.act_hist_bins),
+            weights=weight, minlength=act_hist.shape[0],
+        ).long()
         row = feature * params.n_intervals + _bin_index(fraction, params.n_intervals)
-        interval_counts += torch.bincount(row, minlength=n_rows)
-        keys = torch.rand(row.shape[0], generator=generator, device=device)
-        # A token whose key is above its row's largest kept key can never be sampled; drop it before sorting.
-        fresh = (keys < -intervals.score.amin(dim=1)[row]).nonzero().squeeze(1)
-        candidates = _reservoir_candidates(
-            row[fresh], keys[fresh], seq[fresh], pos[fresh], value[fresh], n_rows, params
-        )
-        _slots_merge(intervals, candidates, batch, params.n_intervals, params)
-        first_seq += hook_in.shape[0]
-        done += hook_in.shape[0] * hook_in.shape[1]
-        report("intervals", done, total)
-    return intervals, interval_counts, act_hist
-
-
-def _active_tokens(batch: _Batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(batch seq, pos, feature, value) [E] of every counted token where a feature is active."""
-    n_pos, n_features = batch.acts.shape[1], batch.acts.shape[2]
-    active = batch.acts > 0  # [b, T, F]
-    active[:, : batch.first_pos] = False
-    # One flat nonzero and one take are much cheaper than their three-dimensional versions.
-    flat = active.reshape(-1).nonzero().squeeze(1)
-    token = flat // n_features
-    seq = token // n_pos
-    return seq, token - seq * n_pos, flat - token * n_features, batch.acts.reshape(-1)[flat]
+        interval_counts += torch.bincount(row, weights=weight, minlength=n_rows).long()
+        entry = torch.arange(start, start + keys.shape[0], device=device)
+        sample_keys = torch.rand(keys.shape[0], generator=generator, device=device, dtype=torch.float64)
+        offered = _Samples(row[counted], sample_keys[counted], entry[counted])
+        samples = _samples_merged(samples, offered, params.examples_per_interval)
+        report("intervals", start + keys.shape[0], total)
+    if total == 0:
+        report("intervals", 0, 0)
+    return (
+        samples,
+        interval_counts.reshape(layout.d_sae, params.n_intervals).cpu(),
+        act_hist.reshape(layout.d_sae, params.act_hist_bins).cpu(),
+    )
 
 
 def _bin_index(fraction: Tensor, n_bins: int) -> Tensor:
@@ -366,32 +378,103 @@ def _bin_index(fraction: Tensor, n_bins: int) -> Tensor:
     return (torch.ceil(fraction * n_bins) - 1).clamp(0, n_bins - 1).long()
 
 
-def _reservoir_candidates(
-    row: Tensor, keys: Tensor, seq: Tensor, pos: Tensor, value: Tensor, n_rows: int, params: DashboardParams
-) -> _Candidates:
-    """For each row the per_row active tokens with the smallest random keys: a uniform sample.
+def _samples_merged(kept: _Samples, offered: _Samples, per_row: int) -> _Samples:
+    """Per row, the per_row entries with the smallest keys among kept and offered: a uniform sample.
 
-    Keeping the smallest keys across batches (bottom-k sampling) keeps every active token equally
-    likely, whatever the batch boundaries, without knowing the counts in advance.
+    Keeping the smallest random keys (bottom-k sampling) makes every active token of a row equally likely
+    to be chosen, whatever the chunk boundaries, without knowing the counts in advance.
     """
-    # Keys lie in [0, 1), so row + key sorts by row, then by key within the row; float64 keeps both exact.
-    order = (row.double() + keys.double()).argsort()
+    row = torch.cat([kept.row, offered.row])
+    key = torch.cat([kept.key, offered.key])
+    # Keys lie in [0, 1), so row + key orders by row, then by key within the row.
+    order = (row.double() + key).argsort()
     sorted_rows = row[order]
     rank = torch.arange(order.shape[0], device=row.device) - torch.searchsorted(sorted_rows, sorted_rows)
+    chosen = order[rank < per_row]
+    return _Samples(row=row[chosen], key=key[chosen], entry=torch.cat([kept.entry, offered.entry])[chosen])
+
+
+def _top_examples(
+    top: _Top, active: _Active, layout: ActiveLayout, tokens: np.ndarray, params: DashboardParams
+) -> Examples:
+    feature = torch.arange(layout.d_sae).unsqueeze(1).expand_as(top.seq)
+    value = torch.where(top.seq >= 0, top.score, 0.0)
+    return _examples(top.seq, top.pos, feature, value, active, layout, tokens, params, (params.top_k,))
+
+
+def _interval_examples(
+    samples: _Samples, active: _Active, layout: ActiveLayout, tokens: np.ndarray, params: DashboardParams
+) -> Examples:
+    """Samples -> [F * n_intervals, per_interval] slots ordered by sampling key, empty slots last."""
     per_row = params.examples_per_interval
-    keep = rank < per_row
-    chosen, chosen_row, chosen_rank = order[keep], sorted_rows[keep], rank[keep]
-    candidates = _Candidates(
-        score=torch.full((n_rows, per_row), -math.inf, device=row.device),
-        batch_seq=torch.zeros((n_rows, per_row), dtype=torch.int64, device=row.device),
-        pos=torch.zeros((n_rows, per_row), dtype=torch.int64, device=row.device),
-        value=torch.zeros((n_rows, per_row), device=row.device),
+    n_rows = layout.d_sae * params.n_intervals
+    row, key, entry = samples.row.cpu(), samples.key.cpu(), samples.entry.cpu()
+    order = (row.double() + key).argsort()
+    row, entry = row[order], entry[order]
+    rank = torch.arange(row.shape[0]) - torch.searchsorted(row, row)
+    seq = torch.full((n_rows, per_row), -1, dtype=torch.int64)
+    pos = torch.full((n_rows, per_row), -1, dtype=torch.int64)
+    value = torch.zeros((n_rows, per_row))
+    keys = active.keys[entry]
+    seq[row, rank], pos[row, rank] = layout.seq(keys), layout.pos(keys)
+    value[row, rank] = active.values[entry]
+    feature = (torch.arange(n_rows) // params.n_intervals).unsqueeze(1).expand_as(seq)
+    slot_shape = (params.n_intervals, per_row)
+    return _examples(seq, pos, feature, value, active, layout, tokens, params, slot_shape)
+
+
+def _examples(
+    seq: Tensor, pos: Tensor, feature: Tensor, value: Tensor, active: _Active, layout: ActiveLayout,
+    tokens: np.ndarray, params: DashboardParams, slot_shape: tuple[int, ...],
+) -> Examples:
+    """Slots [F * ..., S] -> Examples [F, *slot_shape], with window tokens and values."""
+    shape = (-1, *slot_shape)
+    window = _window_values(seq.reshape(-1), pos.reshape(-1), feature.reshape(-1), active, layout, params)
+    seq_array, pos_array = seq.numpy().reshape(shape), pos.numpy().reshape(shape)
+    return Examples(
+        seq=seq_array,
+        pos=pos_array,
+        values=value.numpy().astype(np.float32).reshape(shape),
+        window_tokens=_window_tokens(tokens, seq_array, pos_array, params),
+        window_values=window.numpy().reshape((*seq_array.shape, params.window)),
     )
-    candidates.score[chosen_row, chosen_rank] = -keys[chosen]
-    candidates.batch_seq[chosen_row, chosen_rank] = seq[chosen]
-    candidates.pos[chosen_row, chosen_rank] = pos[chosen]
-    candidates.value[chosen_row, chosen_rank] = value[chosen]
-    return candidates
+
+
+def _window_values(
+    seq: Tensor, pos: Tensor, feature: Tensor, active: _Active, layout: ActiveLayout, params: DashboardParams
+) -> Tensor:
+    """[E, W] each example's feature activation around its position; 0 where inactive, NaN outside.
+
+    A feature's entries for one sequence are contiguous in key order, so the entries inside a window
+    are one range of the kept entries, found with two binary searches per example.
+    """
+    offsets = torch.arange(-params.context_before, params.context_after + 1)  # [W]
+    positions = pos.unsqueeze(1) + offsets  # [E, W]
+    inside = (seq.unsqueeze(1) >= 0) & (positions >= 0) & (positions < layout.seq_len)
+    window = torch.zeros(positions.shape, dtype=torch.float32).masked_fill(~inside, math.nan)
+    filled = seq >= 0
+    base = layout.key(seq.clamp(min=0), torch.zeros_like(pos), feature)  # the key of position 0
+    first = base + (pos - params.context_before).clamp(min=0)
+    last = base + (pos + params.context_after).clamp(max=layout.seq_len - 1)
+    begin = torch.searchsorted(active.keys, first)
+    end = torch.where(filled, torch.searchsorted(active.keys, last, right=True), begin)
+    counts = end - begin
+    example = torch.repeat_interleave(torch.arange(seq.shape[0]), counts)
+    entry = begin[example] + torch.arange(example.shape[0]) - (counts.cumsum(0) - counts)[example]
+    column = active.keys[entry] - base[example] - pos[example] + params.context_before
+    window[example, column] = active.values[entry]
+    return window
+
+
+def _window_tokens(
+    tokens: np.ndarray, seq: npt.NDArray[np.int64], pos: npt.NDArray[np.int64], params: DashboardParams
+) -> npt.NDArray[np.int32]:
+    """Token ids around (seq, pos) [..., W]; -1 outside the sequence and for empty slots."""
+    offsets = np.arange(-params.context_before, params.context_after + 1)
+    positions = pos[..., None] + offsets  # [..., W]
+    inside = (seq[..., None] >= 0) & (positions >= 0) & (positions < tokens.shape[1])
+    ids = tokens[np.maximum(seq, 0)[..., None], np.clip(positions, 0, tokens.shape[1] - 1)]
+    return np.where(inside, ids, -1).astype(np.int32)
 
 
 def _logit_lens(
@@ -413,16 +496,18 @@ _LOGIT_LENS_FIELDS = [field.name for field in fields(_LogitLens)]
 
 
 def _logit_lens_chunk(logits: Tensor, params: DashboardParams) -> _LogitLens:
+    """Top and bottom tokens and the histogram of one chunk of features' logits [c, V] (overwritten)."""
     n_tokens = min(params.logit_tokens, logits.shape[1])
     bins = params.logit_hist_bins
     top = logits.topk(n_tokens, dim=1)
     bottom = logits.topk(n_tokens, dim=1, largest=False)
-    low, high = logits.amin(dim=1, keepdim=True), logits.amax(dim=1, keepdim=True)  # [c, 1]
-    # Bins over [min, max], the last one closed; a constant row lands entirely in bin 0.
-    width = torch.where(high > low, high - low, 1.0)
-    bin_index = torch.floor((logits - low) / width * bins).clamp(0, bins - 1).long()  # [c, V]
-    rows = torch.arange(logits.shape[0], device=logits.device).unsqueeze(1)
-    counts = torch.bincount((rows * bins + bin_index).reshape(-1), minlength=logits.shape[0] * bins)
+    low, high = bottom.values[:, :1], top.values[:, :1]  # [c, 1]
+    # Bins over [min, max], the last one closed; a constant row lands entirely in bin 0. The chunk is
+    # binned in place: it is the largest tensor of the whole pass, and every extra copy costs time.
+    scale = bins / torch.where(high > low, high - low, 1.0)
+    bin_index = logits.sub_(low).mul_(scale).to(torch.int32).clamp_(max=bins - 1)  # [c, V], floor as x >= 0
+    bin_index += torch.arange(0, logits.shape[0] * bins, bins, dtype=torch.int32, device=logits.device).unsqueeze(1)
+    counts = torch.bincount(bin_index.view(-1), minlength=logits.shape[0] * bins)
     return _LogitLens(
         top_ids=top.indices,
         top_values=top.values,
@@ -446,28 +531,3 @@ def _logit_lens_empty(sae: SparseAutoencoder, params: DashboardParams) -> _Logit
         hist_min=torch.zeros(n_features),
         hist_max=torch.zeros(n_features),
     )
-
-
-def _examples(slots: _Slots, tokens: np.ndarray, params: DashboardParams, slot_shape: tuple[int, ...]) -> Examples:
-    """Slots [F * ..., S] on the device -> Examples [F, *slot_shape], with window tokens from the dataset."""
-    shape = (-1, *slot_shape)
-    seq = slots.seq.cpu().numpy().reshape(shape)
-    pos = slots.pos.cpu().numpy().reshape(shape)
-    return Examples(
-        seq=seq,
-        pos=pos,
-        values=slots.value.cpu().numpy().astype(np.float32).reshape(shape),
-        window_tokens=_window_tokens(tokens, seq, pos, params),
-        window_values=slots.window.cpu().numpy().astype(np.float32).reshape((*seq.shape, params.window)),
-    )
-
-
-def _window_tokens(
-    tokens: np.ndarray, seq: npt.NDArray[np.int64], pos: npt.NDArray[np.int64], params: DashboardParams
-) -> npt.NDArray[np.int32]:
-    """Token ids around (seq, pos) [..., W]; -1 outside the sequence and for empty slots."""
-    offsets = np.arange(-params.context_before, params.context_after + 1)
-    positions = pos[..., None] + offsets  # [..., W]
-    inside = (seq[..., None] >= 0) & (positions >= 0) & (positions < tokens.shape[1])
-    ids = tokens[np.maximum(seq, 0)[..., None], np.clip(positions, 0, tokens.shape[1] - 1)]
-    return np.where(inside, ids, -1).astype(np.int32)

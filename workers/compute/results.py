@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -60,3 +61,55 @@ class FeatureDashboards:
     logit_hist_counts: npt.NDArray[np.int64]  # [F, logit_hist_bins] over [min, max] of the feature's logits
     logit_hist_min: npt.NDArray[np.float32]  # [F]
     logit_hist_max: npt.NDArray[np.float32]  # [F]
+
+
+@dataclass(frozen=True)
+class ActiveLayout:
+    """How an active (sequence, position, feature) entry is keyed so that keys sort usefully.
+
+    Sequences are grouped in blocks of batch_size; within a block, entries are feature-major:
+    key = (block * d_sae + feature) * block_tokens + (seq % batch_size) * seq_len + pos.
+    So one feature's entries for one sequence are contiguous, and the pass emits keys in order.
+    """
+
+    d_sae: int
+    seq_len: int
+    batch_size: int
+
+    @property
+    def block_tokens(self) -> int:
+        return self.batch_size * self.seq_len
+
+    def key(self, seq: Tensor, pos: Tensor, feature: Tensor) -> Tensor:
+        block, in_block = seq // self.batch_size, seq % self.batch_size
+        return (block * self.d_sae + feature) * self.block_tokens + in_block * self.seq_len + pos
+
+    def feature(self, key: Tensor) -> Tensor:
+        return (key // self.block_tokens) % self.d_sae
+
+    def seq(self, key: Tensor) -> Tensor:
+        block = key // (self.block_tokens * self.d_sae)
+        return block * self.batch_size + (key % self.block_tokens) // self.seq_len
+
+    def pos(self, key: Tensor) -> Tensor:
+        return key % self.seq_len
+
+
+@dataclass(frozen=True)
+class ShardState:
+    """What a shard's model pass leaves for the merge: exact partial results for its sequences.
+
+    top_* are unordered slots; an empty slot has score -inf and seq -1. active_* hold every active
+    entry of the shard (BOS excluded when skipped), ascending by key (see ActiveLayout).
+    """
+
+    first_seq: int  # dataset index of the shard's first sequence, a multiple of batch_size
+    n_seqs: int
+    layout: ActiveLayout
+    top_score: npt.NDArray[np.float32]  # [F, top_k] the example's activation
+    top_seq: npt.NDArray[np.int64]  # [F, top_k]
+    top_pos: npt.NDArray[np.int64]  # [F, top_k]
+    max_act: npt.NDArray[np.float32]  # [F]
+    active_keys: npt.NDArray[np.int64]  # [E]
+    active_values: npt.NDArray[np.float32]  # [E]
+    in_residual_space: bool  # the hook reads the residual stream, so the logit lens means something

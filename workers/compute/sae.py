@@ -64,7 +64,7 @@ class SparseAutoencoder:
         self.b_enc = tensors["b_enc"]  # [d_sae]
         self.b_dec = tensors["b_dec"]  # [d_in]
         self.threshold = tensors.get("threshold")  # [d_sae], jumprelu only
-        self._activation = ARCHITECTURES[config.architecture].activation
+        self._spec = ARCHITECTURES[config.architecture]
 
     @property
     def device(self) -> torch.device:
@@ -72,24 +72,35 @@ class SparseAutoencoder:
 
     def encode(self, x: Tensor) -> Tensor:
         """Feature activations [..., d_sae] of x [..., d_in], exactly as SAELens's encode computes them."""
+        return self.encode_features(x, 0, self.d_sae)
+
+    def encode_features(self, x: Tensor, start: int, stop: int) -> Tensor:
+        """Activations [..., stop - start] of features start..stop-1 only.
+
+        Where each feature's activation depends on its own pre-activation alone, only those columns of
+        W_enc are multiplied, so a huge SAE can be encoded a slice of features at a time; top-k, which
+        ranks all features against each other, encodes them all and keeps the slice.
+        """
+        if not self._spec.elementwise and (start, stop) != (0, self.d_sae):
+            return self.encode(x)[..., start:stop]
         sae_in = x.to(self.W_enc.dtype)  # [..., d_in]
         if self.config.apply_b_dec_to_input:
             sae_in = sae_in - self.b_dec
-        hidden_pre = sae_in @ self.W_enc + self.b_enc  # [..., d_sae]
-        return self._activation(self, hidden_pre)
+        hidden_pre = sae_in @ self.W_enc[:, start:stop] + self.b_enc[start:stop]  # [..., stop - start]
+        return self._spec.activation(self, hidden_pre, slice(start, stop))
 
 
-def _relu(sae: SparseAutoencoder, hidden_pre: Tensor) -> Tensor:
+def _relu(sae: SparseAutoencoder, hidden_pre: Tensor, features: slice) -> Tensor:
     return torch.relu(hidden_pre)
 
 
-def _jumprelu(sae: SparseAutoencoder, hidden_pre: Tensor) -> Tensor:
+def _jumprelu(sae: SparseAutoencoder, hidden_pre: Tensor, features: slice) -> Tensor:
     assert sae.threshold is not None
     # SAELens keeps the ReLU under the jump, so a negative threshold still never yields negative acts.
-    return torch.relu(hidden_pre) * (hidden_pre > sae.threshold).to(hidden_pre.dtype)
+    return torch.relu(hidden_pre) * (hidden_pre > sae.threshold[features]).to(hidden_pre.dtype)
 
 
-def _topk(sae: SparseAutoencoder, hidden_pre: Tensor) -> Tensor:
+def _topk(sae: SparseAutoencoder, hidden_pre: Tensor, features: slice) -> Tensor:
     assert sae.config.k is not None
     if sae.config.rescale_acts_by_decoder_norm:
         hidden_pre = hidden_pre * sae.W_dec.norm(dim=-1)
@@ -102,15 +113,17 @@ class ArchitectureSpec:
     """What one architecture stores (tensor -> named dims) and how it turns pre-activations into acts."""
 
     tensor_dims: dict[str, tuple[str, ...]]
-    activation: Callable[[SparseAutoencoder, Tensor], Tensor]  # hidden_pre [..., d_sae] -> acts
+    # (sae, hidden_pre [..., f], the f features' slice) -> acts [..., f]
+    activation: Callable[[SparseAutoencoder, Tensor, slice], Tensor]
+    elementwise: bool  # each feature's activation depends on its own pre-activation only
 
 
 _LINEAR_TENSORS = {"W_enc": ("d_in", "d_sae"), "W_dec": ("d_sae", "d_in"), "b_enc": ("d_sae",), "b_dec": ("d_in",)}
 
 ARCHITECTURES: dict[str, ArchitectureSpec] = {
-    "standard": ArchitectureSpec(_LINEAR_TENSORS, _relu),
-    "jumprelu": ArchitectureSpec({**_LINEAR_TENSORS, "threshold": ("d_sae",)}, _jumprelu),
-    "topk": ArchitectureSpec(_LINEAR_TENSORS, _topk),
+    "standard": ArchitectureSpec(_LINEAR_TENSORS, _relu, elementwise=True),
+    "jumprelu": ArchitectureSpec({**_LINEAR_TENSORS, "threshold": ("d_sae",)}, _jumprelu, elementwise=True),
+    "topk": ArchitectureSpec(_LINEAR_TENSORS, _topk, elementwise=False),
 }
 
 

@@ -59,6 +59,10 @@ class DashboardRun(models.Model):
     progress_done = models.BigIntegerField(default=0)
     progress_total = models.BigIntegerField(default=0)
     tokens_total = models.BigIntegerField()
+    # Sequences per model batch: shards start on batch boundaries, so every shard must use the same.
+    batch_size = models.PositiveIntegerField(default=8)
+    # Set once, when the last shard finishes, so that the merge is queued exactly once.
+    merge_queued = models.BooleanField(default=False)
     device = models.CharField(max_length=50, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     started = models.DateTimeField(null=True, blank=True)
@@ -73,3 +77,34 @@ class DashboardRun(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in {self.Status.SUCCEEDED, self.Status.FAILED}
+
+
+class DashboardShard(models.Model):
+    """A contiguous range of a run's sequences, computed by one worker task; the run merges them all."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    run = models.ForeignKey(DashboardRun, on_delete=models.CASCADE, related_name="shards")
+    index = models.PositiveIntegerField()
+    first_seq = models.PositiveIntegerField()
+    n_seqs = models.PositiveIntegerField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    progress_done = models.BigIntegerField(default=0)
+    device = models.CharField(max_length=50, blank=True)
+
+    class Meta:
+        ordering = ["run", "index"]
+        constraints = [models.UniqueConstraint(fields=["run", "index"], name="unique_shard_per_run")]
+
+    def __str__(self) -> str:
+        return f"shard {self.index} of run {self.run_id} ({self.status})"
+
+    @property
+    def stop_seq(self) -> int:
+        return self.first_seq + self.n_seqs

@@ -17,11 +17,11 @@ from atlas.celery import app as celery_app
 from atlas.datasets.models import Dataset
 from atlas.lms.models import LanguageModel
 from atlas.saes.archives import ArchiveError, sae_archive_unpack
-from atlas.saes.models import DashboardRun, Sae
+from atlas.saes.models import DashboardRun, DashboardShard, Sae
 from workers.compute.results import DashboardParams
 from workers.compute.sae import SaeConfig, SaeFormatError, sae_config_parse, sae_weights_check
 
-DASHBOARD_TASK = "workers.tasks.dashboard_run_execute"
+SHARD_TASK = "workers.tasks.dashboard_shard_execute"
 _LAYER = re.compile(r"blocks\.(\d+)\.")
 # Neuronpedia's short names for where an SAE reads, as in its ids ("6-res-jb", "8-att-kk").
 _HOOK_KIND = {
@@ -144,8 +144,14 @@ def _check_run_params(language_model: LanguageModel, dataset: Dataset, params: R
         )
 
 
+def shard_ranges(n_sequences: int, shard_sequences: int, batch_size: int) -> list[tuple[int, int]]:
+    """(first sequence, count) of each shard: about shard_sequences each, starting on batch boundaries."""
+    size = max(batch_size, -(-shard_sequences // batch_size) * batch_size)
+    return [(first, min(size, n_sequences - first)) for first in range(0, n_sequences, size)]
+
+
 def dashboard_run_create(*, sae: Sae, dataset: Dataset, params: RunParams) -> DashboardRun:
-    """Record a run and queue it on the GPU queue once the transaction commits."""
+    """Record a run and its shards, and queue the shards on the GPU queue once the transaction commits."""
     n_sequences = params.n_sequences or dataset.n_sequences
     run = DashboardRun.objects.create(
         sae=sae,
@@ -155,9 +161,23 @@ def dashboard_run_create(*, sae: Sae, dataset: Dataset, params: RunParams) -> Da
         context_before=params.context_before,
         context_after=params.context_after,
         tokens_total=n_sequences * dataset.context_length,
+        progress_total=n_sequences * dataset.context_length,
+        batch_size=settings.ATLAS_RUN_BATCH_SIZE,
+    )
+    shards = DashboardShard.objects.bulk_create(
+        DashboardShard(run=run, index=index, first_seq=first, n_seqs=count)
+        for index, (first, count) in enumerate(
+            shard_ranges(n_sequences, settings.ATLAS_SHARD_SEQUENCES, settings.ATLAS_RUN_BATCH_SIZE)
+        )
     )
     queue = settings.ATLAS_GPU_QUEUE
-    transaction.on_commit(lambda: celery_app.send_task(DASHBOARD_TASK, args=[run.pk], queue=queue))
+    shard_ids = [shard.pk for shard in shards]
+
+    def send() -> None:
+        for shard_id in shard_ids:
+            celery_app.send_task(SHARD_TASK, args=[shard_id], queue=queue)
+
+    transaction.on_commit(send)
     return run
 
 

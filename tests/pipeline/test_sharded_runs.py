@@ -1,0 +1,112 @@
+"""Sharded runs on several real worker processes: the same results as one shard, even when a worker dies."""
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from django.test import Client
+
+from atlas.datasets.models import Dataset
+from atlas.features.models import Feature
+from atlas.lms.models import LanguageModel
+from atlas.saes.models import DashboardRun, DashboardShard, Sae
+from tests import factories
+from tests.pipeline.conftest import Workers
+
+RUN_TIMEOUT_SECONDS = 240
+# 24 sequences in batches of 4: shards of 8 sequences make three shards, of 100 one.
+N_SEQUENCES, BATCH_SIZE, SHARD_SEQUENCES = 24, 4, 8
+
+
+def _upload(client: Client, language_model: LanguageModel, dataset: Dataset, sae_dir: Path, slug: str) -> Sae:
+    data = {**factories.upload_form_data(language_model, dataset, slug=slug), **factories.sae_upload_files(sae_dir)}
+    response = client.post("/upload/", data)
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    return Sae.objects.get(slug=slug)
+
+
+def _finished(sae: Sae, workers: Workers) -> DashboardRun:
+    run = DashboardRun.objects.get(sae=sae)
+    deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        run.refresh_from_db()
+        if run.is_finished:
+            assert run.status == DashboardRun.Status.SUCCEEDED, run.error
+            return run
+        time.sleep(0.3)
+    raise AssertionError(f"run {run.pk} is still {run.status} after {RUN_TIMEOUT_SECONDS} s:\n{workers.logs()}")
+
+
+def _results(client: Client, sae: Sae) -> list[dict[str, Any]]:
+    """What the API serves for every feature, less the SAE's own id."""
+    pages = []
+    for index in range(sae.d_sae):
+        body = client.get(f"/api/feature/{sae.language_model.slug}/{sae.slug}/{index}").json()
+        body.pop("layer")
+        pages.append(body)
+    return pages
+
+
+def _setup(settings: Any, tmp_path: Path) -> tuple[Client, LanguageModel, Dataset, Path]:
+    settings.ATLAS_RUN_BATCH_SIZE = BATCH_SIZE
+    language_model = factories.language_model_make()
+    dataset = factories.dataset_make(language_model, n_sequences=N_SEQUENCES)
+    sae_dir = factories.sae_lens_write(tmp_path / "sae", d_in=language_model.d_model)
+    client = Client()
+    client.force_login(factories.user_make())
+    return client, language_model, dataset, sae_dir
+
+
+def test_three_shards_on_two_workers_equal_one_shard(workers: Workers, settings: Any, tmp_path: Path) -> None:
+    client, language_model, dataset, sae_dir = _setup(settings, tmp_path)
+    first, second = workers.start(), workers.start()
+
+    settings.ATLAS_SHARD_SEQUENCES = 100
+    whole = _upload(client, language_model, dataset, sae_dir, "whole")
+    settings.ATLAS_SHARD_SEQUENCES = SHARD_SEQUENCES
+    sharded = _upload(client, language_model, dataset, sae_dir, "sharded")
+    whole_run, sharded_run = _finished(whole, workers), _finished(sharded, workers)
+
+    assert whole_run.shards.count() == 1
+    assert list(sharded_run.shards.values_list("first_seq", "n_seqs")) == [(0, 8), (8, 8), (16, 8)]
+    assert all("dashboard_shard_execute" in "".join(worker.log) for worker in (first, second)), workers.logs()
+    assert sharded_run.progress_done == sharded_run.progress_total
+    assert Feature.objects.filter(run=sharded_run).count() == sharded.d_sae
+    whole_results, sharded_results = _results(client, whole), _results(client, sharded)
+    assert any(len(page["activations"]) > 5 for page in whole_results)  # features with interval examples
+    assert sharded_results == whole_results
+    assert not (Path(settings.MEDIA_ROOT) / "runs").exists() or not any((Path(settings.MEDIA_ROOT) / "runs").iterdir())
+
+
+def test_a_worker_killed_mid_shard_loses_nothing(workers: Workers, settings: Any, tmp_path: Path) -> None:
+    client, language_model, dataset, sae_dir = _setup(settings, tmp_path)
+    settings.ATLAS_SHARD_SEQUENCES = SHARD_SEQUENCES
+    # Two batches per shard, a second each: the worker is caught after its first batch of a shard.
+    doomed = workers.start(batch_sleep=1.0)
+    sae = _upload(client, language_model, dataset, sae_dir, "interrupted")
+    deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
+    while not DashboardShard.objects.filter(
+        run__sae=sae, status=DashboardShard.Status.RUNNING, progress_done__gt=0
+    ).exists():
+        assert time.monotonic() < deadline, workers.logs()
+        time.sleep(0.05)
+    os.kill(doomed.process.pid, signal.SIGKILL)
+    doomed.process.wait(timeout=10)
+    interrupted = DashboardShard.objects.get(run__sae=sae, status=DashboardShard.Status.RUNNING)
+    assert 0 < interrupted.progress_done < interrupted.n_seqs * dataset.context_length
+
+    workers.start(visibility_timeout=3)  # hands out again what the dead worker held unacknowledged
+    run = _finished(sae, workers)
+
+    interrupted.refresh_from_db()
+    assert interrupted.status == DashboardShard.Status.SUCCEEDED
+    assert interrupted.attempts == 2
+    assert Feature.objects.filter(run=run).count() == sae.d_sae
+    assert Feature.objects.filter(run__sae=sae).count() == sae.d_sae  # no rows of a half-written run
+
+    settings.ATLAS_SHARD_SEQUENCES = 100
+    reference = _upload(client, language_model, dataset, sae_dir, "reference")
+    _finished(reference, workers)
+    assert _results(client, sae) == _results(client, reference)
