@@ -7,6 +7,8 @@ from typing import Any
 
 import dj_database_url
 
+from django.core.exceptions import ImproperlyConfigured
+
 from atlas import embedded
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -136,6 +138,10 @@ ATLAS_GPU_QUEUE = os.environ.get("ATLAS_GPU_QUEUE", "gpu")
 ATLAS_SHARD_SEQUENCES = envint("ATLAS_SHARD_SEQUENCES", 4096)
 # Sequences per model batch; GPU workers want more (64 for a 12-layer model at 128 tokens).
 ATLAS_RUN_BATCH_SIZE = envint("ATLAS_RUN_BATCH_SIZE", 8)
+# CUDA workers run the model and SAE in this dtype (bfloat16, float16 or float32); CPU stays float32.
+ATLAS_CUDA_DTYPE = os.environ.get("ATLAS_CUDA_DTYPE", "bfloat16")
+if ATLAS_CUDA_DTYPE not in ("bfloat16", "float16", "float32"):
+    raise ImproperlyConfigured(f"ATLAS_CUDA_DTYPE={ATLAS_CUDA_DTYPE!r}; use bfloat16, float16 or float32")
 # A failing shard or merge is tried this many times before the run fails with its error.
 ATLAS_TASK_ATTEMPTS = envint("ATLAS_TASK_ATTEMPTS", 3)
 ATLAS_TASK_RETRY_SECONDS = float(os.environ.get("ATLAS_TASK_RETRY_SECONDS", "5"))

@@ -362,7 +362,7 @@ def _interval_pass(
         entry = torch.arange(start, start + keys.shape[0], device=device)
         sample_keys = torch.rand(keys.shape[0], generator=generator, device=device, dtype=torch.float64)
         offered = _Samples(row[counted], sample_keys[counted], entry[counted])
-        samples = _samples_merged(samples, offered, params.examples_per_interval)
+        samples = _samples_merged(samples, offered, params.examples_per_interval, n_rows)
         report("intervals", start + keys.shape[0], total)
     if total == 0:
         report("intervals", 0, 0)
@@ -378,12 +378,20 @@ def _bin_index(fraction: Tensor, n_bins: int) -> Tensor:
     return (torch.ceil(fraction * n_bins) - 1).clamp(0, n_bins - 1).long()
 
 
-def _samples_merged(kept: _Samples, offered: _Samples, per_row: int) -> _Samples:
+def _samples_merged(kept: _Samples, offered: _Samples, per_row: int, n_rows: int) -> _Samples:
     """Per row, the per_row entries with the smallest keys among kept and offered: a uniform sample.
 
     Keeping the smallest random keys (bottom-k sampling) makes every active token of a row equally likely
     to be chosen, whatever the chunk boundaries, without knowing the counts in advance.
     """
+    if kept.row.shape[0]:
+        # A row that is full takes only keys below its largest kept one: most offers end here, unsorted.
+        counts = torch.bincount(kept.row, minlength=n_rows)
+        largest = torch.zeros(n_rows, dtype=kept.key.dtype, device=kept.key.device)
+        largest = largest.scatter_reduce(0, kept.row, kept.key, reduce="amax")
+        bound = torch.where(counts >= per_row, largest, 1.0)
+        fresh = offered.key < bound[offered.row]
+        offered = _Samples(offered.row[fresh], offered.key[fresh], offered.entry[fresh])
     row = torch.cat([kept.row, offered.row])
     key = torch.cat([kept.key, offered.key])
     # Keys lie in [0, 1), so row + key orders by row, then by key within the row.

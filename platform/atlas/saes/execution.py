@@ -39,7 +39,7 @@ MERGE_TASK = "workers.tasks.dashboard_run_merge"
 Progress = Callable[[str, int, int], None]
 
 # One model stays loaded per worker process: loading SmolLM2 takes seconds, a shard may follow a shard.
-_loaded: dict[tuple[int, str], HookedTransformer] = {}
+_loaded: dict[tuple[int, str, torch.dtype], HookedTransformer] = {}
 
 
 class TaskRetry(Exception):
@@ -54,11 +54,17 @@ def worker_device() -> str:
     return os.environ.get("ATLAS_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def worker_dtype(device: str) -> torch.dtype:
+    """bf16 (or ATLAS_CUDA_DTYPE) on CUDA, where it is several times faster; float32 on the CPU."""
+    dtype: torch.dtype = getattr(torch, settings.ATLAS_CUDA_DTYPE) if device.startswith("cuda") else torch.float32
+    return dtype
+
+
 def _model_for(language_model: LanguageModel, device: str) -> HookedTransformer:
-    key = (language_model.pk, device)
+    key = (language_model.pk, device, worker_dtype(device))
     if key not in _loaded:
         _loaded.clear()
-        _loaded[key] = load_language_model(language_model_source(language_model), device=device)
+        _loaded[key] = load_language_model(language_model_source(language_model), device=device, dtype=key[2])
     return _loaded[key]
 
 
@@ -120,7 +126,7 @@ def dashboard_run_fail(run_id: int, message: str) -> None:
 
 
 def _sae_for(run: DashboardRun, device: str) -> SparseAutoencoder:
-    return sae_load(run.sae.files_path, device=device)
+    return sae_load(run.sae.files_path, device=device, dtype=worker_dtype(device))
 
 
 def shard_execute(shard_id: int) -> None:
