@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
-
 from django.core.exceptions import ImproperlyConfigured
 
 from atlas import embedded

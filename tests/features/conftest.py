@@ -1,31 +1,68 @@
-"""A published feature with known numbers, for page and API tests."""
+"""A published feature with known numbers, for page and API tests; a private Postgres for crash tests."""
 
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from atlas.features.models import Feature, FeatureExample
+from atlas.features.models import Feature
+from atlas.features.services import run_results_publish
 from atlas.lms.models import LanguageModel
 from atlas.saes.models import DashboardRun, Sae
+from tests.features.factories import dashboards_empty
+from tests.features.private_postgres import PrivatePostgres
+
+N_FEATURES, INDEX = 8, 3
 
 
 @pytest.fixture
 def published_feature(language_model: LanguageModel, dataset: Any) -> Feature:
+    """Feature 3: one top example and one example in the lower of two intervals; windows of 2 + 1 + 1."""
     sae = Sae.objects.create(language_model=language_model, slug="0-res-8", hook_name="blocks.0.hook_resid_post",
-                             layer=0, architecture="standard", d_in=language_model.d_model, d_sae=8,
+                             layer=0, architecture="standard", d_in=language_model.d_model, d_sae=N_FEATURES,
                              files_dir="saes/x")
     run = DashboardRun.objects.create(sae=sae, dataset=dataset, n_sequences=4, top_k=2, context_before=2,
-                                      context_after=1, tokens_total=4 * 48, status=DashboardRun.Status.SUCCEEDED)
-    sae.published_run = run
-    sae.save()
-    feature = Feature.objects.create(
-        run=run, index=3, frac_nonzero=0.25, max_act=4.0, act_hist_counts=[3, 1],
-        logit_pos_ids=[5, 6], logit_pos_values=[2.0, 1.0], logit_neg_ids=[7, 8], logit_neg_values=[-2.0, -1.0],
-        logit_hist_counts=[1, 2, 1], logit_hist_min=-3.0, logit_hist_max=3.0,
-    )
-    FeatureExample.objects.create(feature=feature, kind=FeatureExample.Kind.TOP, rank=0, token_ids=[10, 11, 12],
-                                  values=[0.0, 4.0, 1.0], focus=1, value=4.0)
-    FeatureExample.objects.create(feature=feature, kind=FeatureExample.Kind.INTERVAL, rank=0, bin_min=0.0,
-                                  bin_max=2.0, bin_contains=0.75, token_ids=[13, 14], values=[1.5, 0.0], focus=0,
-                                  value=1.5)
-    return feature
+                                      context_after=1, tokens_total=4 * 48)
+    dashboards = dashboards_empty(N_FEATURES)
+    dashboards.frac_nonzero[INDEX], dashboards.max_act[INDEX] = 0.25, 4.0
+    dashboards.act_hist_counts[INDEX] = [3, 1]
+    dashboards.logit_top_ids[INDEX], dashboards.logit_top_values[INDEX] = [5, 6], [2.0, 1.0]
+    dashboards.logit_bottom_ids[INDEX], dashboards.logit_bottom_values[INDEX] = [7, 8], [-2.0, -1.0]
+    dashboards.logit_hist_counts[INDEX] = [1, 2, 1]
+    dashboards.logit_hist_min[INDEX], dashboards.logit_hist_max[INDEX] = -3.0, 3.0
+    top, intervals = dashboards.top, dashboards.intervals
+    top.seq[INDEX, 0], top.values[INDEX, 0] = 0, 4.0
+    top.window_tokens[INDEX, 0], top.window_values[INDEX, 0] = [-1, 10, 11, 12], [np.nan, 0.0, 4.0, 1.0]
+    intervals.seq[INDEX, 0, 0], intervals.values[INDEX, 0, 0] = 1, 1.5
+    intervals.window_tokens[INDEX, 0, 0] = [-1, -1, 13, 14]
+    intervals.window_values[INDEX, 0, 0] = [np.nan, np.nan, 1.5, 0.0]
+    dashboards.interval_counts[INDEX] = [3, 1]
+    run_results_publish(run=run, dashboards=dashboards)
+    return Feature.objects.get(run=run, index=INDEX)
+
+
+@pytest.fixture(scope="session")
+def private_postgres() -> Iterator[PrivatePostgres]:
+    with warnings.catch_warnings():
+        # pgserver asks platformdirs for a runtime dir it never uses.
+        warnings.simplefilter("ignore")
+        import pgserver
+
+    # A short path: the server's socket lives in it and Unix socket paths are limited to ~100 bytes.
+    pgdata = Path(tempfile.mkdtemp(prefix="atlas-pg-")) / "data"
+    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    socket_dir = server.get_postmaster_info().socket_dir
+    assert socket_dir is not None
+    postgres = PrivatePostgres(pgdata=pgdata, socket_dir=socket_dir, system_user=server.system_user)
+    try:
+        yield postgres
+    finally:
+        # Not server.cleanup(): after a test restarts the server, pgserver would stop the old, dead process.
+        postgres.stop()
+        server.cleanup()
+        shutil.rmtree(pgdata.parent, ignore_errors=True)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from atlas.datasets.models import Dataset
-from atlas.features.models import Feature, FeatureExample
-from atlas.features.services import run_results_publish
+from atlas.features.models import Feature
+from atlas.features.packing import dashboard_unpack
+from atlas.features.services import COPY_CHUNK_FEATURES, DashboardsShapeError, run_results_publish
 from atlas.lms.models import LanguageModel
 from atlas.saes.models import DashboardRun, Sae
 from workers.compute.results import Examples, FeatureDashboards
@@ -15,8 +16,8 @@ from workers.compute.results import Examples, FeatureDashboards
 N_FEATURES, TOP_K, WINDOW = 4, 2, 5
 
 
-def _examples(slots: tuple[int, ...], value: float) -> Examples:
-    shape = (N_FEATURES, *slots)
+def _examples(slots: tuple[int, ...], value: float, n_features: int) -> Examples:
+    shape = (n_features, *slots)
     return Examples(
         seq=np.zeros(shape, dtype=np.int64),
         pos=np.full(shape, 2, dtype=np.int64),
@@ -26,22 +27,22 @@ def _examples(slots: tuple[int, ...], value: float) -> Examples:
     )
 
 
-def _dashboards(max_act: float) -> FeatureDashboards:
+def _dashboards(max_act: float, n_features: int = N_FEATURES) -> FeatureDashboards:
     return FeatureDashboards(
         n_tokens=100,
-        frac_nonzero=np.full(N_FEATURES, 0.1),
-        max_act=np.full(N_FEATURES, max_act, dtype=np.float32),
-        top=_examples((TOP_K,), max_act),
-        intervals=_examples((5, 1), max_act / 2),
-        interval_counts=np.ones((N_FEATURES, 5), dtype=np.int64),
-        act_hist_counts=np.ones((N_FEATURES, 50), dtype=np.int64),
-        logit_top_ids=np.zeros((N_FEATURES, 3), dtype=np.int64),
-        logit_top_values=np.ones((N_FEATURES, 3), dtype=np.float32),
-        logit_bottom_ids=np.zeros((N_FEATURES, 3), dtype=np.int64),
-        logit_bottom_values=-np.ones((N_FEATURES, 3), dtype=np.float32),
-        logit_hist_counts=np.ones((N_FEATURES, 50), dtype=np.int64),
-        logit_hist_min=-np.ones(N_FEATURES, dtype=np.float32),
-        logit_hist_max=np.ones(N_FEATURES, dtype=np.float32),
+        frac_nonzero=np.full(n_features, 0.1),
+        max_act=np.full(n_features, max_act, dtype=np.float32),
+        top=_examples((TOP_K,), max_act, n_features),
+        intervals=_examples((5, 1), max_act / 2, n_features),
+        interval_counts=np.ones((n_features, 5), dtype=np.int64),
+        act_hist_counts=np.ones((n_features, 50), dtype=np.int64),
+        logit_top_ids=np.zeros((n_features, 3), dtype=np.int64),
+        logit_top_values=np.ones((n_features, 3), dtype=np.float32),
+        logit_bottom_ids=np.zeros((n_features, 3), dtype=np.int64),
+        logit_bottom_values=-np.ones((n_features, 3), dtype=np.float32),
+        logit_hist_counts=np.ones((n_features, 50), dtype=np.int64),
+        logit_hist_min=-np.ones(n_features, dtype=np.float32),
+        logit_hist_max=np.ones(n_features, dtype=np.float32),
     )
 
 
@@ -67,11 +68,11 @@ def test_publish_stores_every_feature_and_trims_windows(sae: Sae, dataset: Datas
     run_results_publish(run=run, dashboards=_dashboards(2.0))
     run.refresh_from_db()
     assert run.status == DashboardRun.Status.SUCCEEDED
-    assert Feature.objects.filter(run=run).count() == N_FEATURES
-    example = FeatureExample.objects.filter(feature__run=run, kind=FeatureExample.Kind.TOP).first()
-    assert example is not None
-    assert (example.token_ids, example.focus, example.values[example.focus]) == ([3, 4, 5, 6], 1, 2.0)
-    assert FeatureExample.objects.filter(feature__run=run).count() == N_FEATURES * (TOP_K + 5)
+    assert list(Feature.objects.filter(run=run).values_list("index", flat=True)) == list(range(N_FEATURES))
+    stored = dashboard_unpack(bytes(Feature.objects.get(run=run, index=0).dashboard))
+    example = stored.top[0]
+    assert (example.token_ids, example.focus, example.value) == ([3, 4, 5, 6], 1, 2.0)
+    assert (len(stored.top), [len(interval) for interval in stored.intervals]) == (TOP_K, [1] * 5)
 
 
 def test_new_run_replaces_the_old_one(sae: Sae, dataset: Dataset) -> None:
@@ -82,11 +83,27 @@ def test_new_run_replaces_the_old_one(sae: Sae, dataset: Dataset) -> None:
     assert not Feature.objects.filter(run=first).exists()
 
 
+def test_publishing_a_run_again_does_not_duplicate_it(sae: Sae, dataset: Dataset) -> None:
+    run = _run(sae, dataset)
+    run_results_publish(run=run, dashboards=_dashboards(2.0))
+    run_results_publish(run=run, dashboards=_dashboards(3.0))
+    assert Feature.objects.filter(run=run).count() == N_FEATURES
+    assert _published_max(sae) == {3.0}
+
+
+def test_features_beyond_one_copy_block_are_all_stored(sae: Sae, dataset: Dataset) -> None:
+    run = _run(sae, dataset)
+    n_features = COPY_CHUNK_FEATURES * 2 + 3
+    run_results_publish(run=run, dashboards=_dashboards(2.0, n_features))
+    indexes = Feature.objects.filter(run=run).values_list("index", flat=True)
+    assert sorted(indexes) == list(range(n_features))
+
+
 def test_a_failed_publish_leaves_the_previous_results(sae: Sae, dataset: Dataset) -> None:
     first, second = _run(sae, dataset), _run(sae, dataset)
     run_results_publish(run=first, dashboards=_dashboards(2.0))
     broken = replace(_dashboards(3.0), top=replace(_dashboards(3.0).top, seq=np.zeros((2, TOP_K), dtype=np.int64)))
-    with pytest.raises(IndexError):
+    with pytest.raises(DashboardsShapeError, match=r"top\.seq has 2 features"):
         run_results_publish(run=second, dashboards=broken)
     assert _published_max(sae) == {2.0}
     assert not Feature.objects.filter(run=second).exists()

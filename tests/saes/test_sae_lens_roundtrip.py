@@ -6,6 +6,7 @@ import pytest
 from django.test import Client
 
 from atlas.datasets.models import Dataset
+from atlas.features.packing import dashboard_unpack
 from atlas.lms.models import LanguageModel
 from atlas.saes.execution import dashboard_run_execute
 from atlas.saes.models import DashboardRun, Sae
@@ -43,7 +44,8 @@ def test_feature_page_renders_examples_and_plots(computed_sae: Sae) -> None:
     response = Client().get(f"/tiny-llama/0-res-48/{feature.index}")
     page = response.content.decode()
     assert response.status_code == 200
-    assert page.count('class="example"') == feature.examples.count()
+    stored = dashboard_unpack(bytes(feature.dashboard))
+    assert page.count('class="example"') == len(stored.top) + sum(map(len, stored.intervals))
     assert 'class="tok focus"' in page
     assert "/static/vendor/plotly.min.js" in page
     assert 'id="act-hist"' in page and 'id="logit-hist"' in page

@@ -7,7 +7,8 @@ from django.conf import settings
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 
-from atlas.features.models import Feature, FeatureExample
+from atlas.features.models import Feature
+from atlas.features.packing import StoredDashboard, StoredExample, dashboard_unpack
 from atlas.lms.models import LanguageModel
 from atlas.lms.selectors import tokens_text, vocabulary_for
 from atlas.saes.models import DashboardRun, Sae
@@ -19,14 +20,21 @@ class NotFound(LookupError):
 
 @dataclass(frozen=True)
 class ExampleView:
-    kind: int
     tokens: list[str]
     values: list[float]
     focus: int
-    value: float
-    bin_min: float | None
-    bin_max: float | None
-    bin_contains: float | None
+    # For interval examples: the interval's bounds and the share of active tokens it holds; None for top ones.
+    bin_min: float | None = None
+    bin_max: float | None = None
+    bin_contains: float | None = None
+
+    @property
+    def is_top(self) -> bool:
+        return self.bin_min is None
+
+    @property
+    def value(self) -> float:
+        return self.values[self.focus]
 
     @property
     def max_value(self) -> float:
@@ -73,17 +81,22 @@ def sae_get(model_slug: str, sae_slug: str) -> Sae:
     return sae
 
 
-def _example_view(example: FeatureExample, vocabulary: tuple[str, ...]) -> ExampleView:
-    return ExampleView(
-        kind=example.kind,
-        tokens=tokens_text(vocabulary, example.token_ids),
-        values=example.values,
-        focus=example.focus,
-        value=example.value,
-        bin_min=example.bin_min,
-        bin_max=example.bin_max,
-        bin_contains=example.bin_contains,
-    )
+def _example_view(example: StoredExample, vocabulary: tuple[str, ...], **bounds: float) -> ExampleView:
+    return ExampleView(tokens_text(vocabulary, example.token_ids), example.values, example.focus, **bounds)
+
+
+def _interval_views(stored: StoredDashboard, max_act: float, vocabulary: tuple[str, ...]) -> list[ExampleView]:
+    """Interval examples, the highest interval first, as the page lists them."""
+    n_intervals = len(stored.intervals)
+    views: list[ExampleView] = []
+    for interval in reversed(range(n_intervals)):
+        bounds = {
+            "bin_min": max_act * interval / n_intervals,
+            "bin_max": max_act * (interval + 1) / n_intervals,
+            "bin_contains": stored.interval_shares[interval],
+        }
+        views.extend(_example_view(example, vocabulary, **bounds) for example in stored.intervals[interval])
+    return views
 
 
 def feature_detail(model_slug: str, sae_slug: str, index: int) -> FeatureView:
@@ -94,21 +107,21 @@ def feature_detail(model_slug: str, sae_slug: str, index: int) -> FeatureView:
     if feature is None:
         raise NotFound(f"{model_slug}/{sae_slug} has features 0 to {sae.d_sae - 1}; there is no feature {index}.")
     vocabulary = vocabulary_for(sae.language_model)
-    examples = [_example_view(example, vocabulary) for example in feature.examples.all()]
+    stored = dashboard_unpack(bytes(feature.dashboard))
     return FeatureView(
         sae=sae,
         feature=feature,
-        top=[example for example in examples if example.kind == FeatureExample.Kind.TOP],
-        intervals=[example for example in examples if example.kind == FeatureExample.Kind.INTERVAL],
-        pos_logits=list(zip(tokens_text(vocabulary, feature.logit_pos_ids), feature.logit_pos_values, strict=True)),
-        neg_logits=list(zip(tokens_text(vocabulary, feature.logit_neg_ids), feature.logit_neg_values, strict=True)),
-        act_hist=_histogram(0.0, feature.max_act, feature.act_hist_counts),
-        logit_hist=_histogram(feature.logit_hist_min, feature.logit_hist_max, feature.logit_hist_counts),
+        top=[_example_view(example, vocabulary) for example in stored.top],
+        intervals=_interval_views(stored, feature.max_act, vocabulary),
+        pos_logits=list(zip(tokens_text(vocabulary, stored.logit_top_ids), stored.logit_top_values, strict=True)),
+        neg_logits=list(zip(tokens_text(vocabulary, stored.logit_bottom_ids), stored.logit_bottom_values,
+                            strict=True)),
+        act_hist=_histogram(0.0, feature.max_act, stored.act_hist_counts),
+        logit_hist=_histogram(stored.logit_hist_min, stored.logit_hist_max, stored.logit_hist_counts),
     )
 
 
 def _activation_payload(example: ExampleView) -> dict[str, Any]:
-    is_top = example.kind == FeatureExample.Kind.TOP
     return {
         "tokens": example.tokens,
         "values": example.values,
@@ -116,9 +129,9 @@ def _activation_payload(example: ExampleView) -> dict[str, Any]:
         "maxValueTokenIndex": example.max_value_token_index,
         "minValue": min(example.values, default=0.0),
         # Neuronpedia marks top examples with bin -1; interval examples carry their interval.
-        "binMin": -1 if is_top else example.bin_min,
-        "binMax": -1 if is_top else example.bin_max,
-        "binContains": -1 if is_top else example.bin_contains,
+        "binMin": -1 if example.is_top else example.bin_min,
+        "binMax": -1 if example.is_top else example.bin_max,
+        "binContains": -1 if example.is_top else example.bin_contains,
     }
 
 

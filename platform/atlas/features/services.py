@@ -1,96 +1,134 @@
-"""Writing a run's results: all features and examples in one transaction, then publish the run."""
+"""Writing a run's results: every feature by binary COPY in one transaction that also publishes the run."""
+
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
+from psycopg import sql
 
-from atlas.features.models import Feature, FeatureExample
+from atlas.features.models import Feature
+from atlas.features.packing import features_pack
 from atlas.saes.models import DashboardRun, Sae
 from workers.compute.results import Examples, FeatureDashboards
 
-_BATCH = 2000
+# Features packed per COPY block: a few MB of rows, so memory stays flat however large the SAE.
+COPY_CHUNK_FEATURES = 1024
+# Feature's columns with their binary COPY types (big-endian); then "dashboard", typed by its packed layout.
+_COPY_SCALARS: dict[str, np.dtype[Any]] = {
+    "run": np.dtype(">i8"), "index": np.dtype(">i4"), "frac_nonzero": np.dtype(">f8"), "max_act": np.dtype(">f8"),
+}
+# PostgreSQL's binary COPY framing: signature, flags, header extension length; and the end marker.
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_COPY_TRAILER = b"\xff\xff"
 
 
-def _window(example_tokens: npt.NDArray[np.int32], example_values: npt.NDArray[np.float32],
-            context_before: int) -> tuple[list[int], list[float], int]:
-    """Trim the positions outside the sequence; returns tokens, values and the example token's index."""
-    inside = example_tokens >= 0
-    left_missing = int(np.argmax(inside)) if inside.any() else 0
-    values = np.nan_to_num(example_values[inside], nan=0.0)
-    return example_tokens[inside].tolist(), values.astype(float).tolist(), context_before - left_missing
+class DashboardsShapeError(ValueError):
+    """Result arrays that disagree on the number of features; nothing is written."""
 
 
-def _examples_for(examples: Examples, feature: int, slots: tuple[int, ...], context_before: int,
-                  **fields: object) -> FeatureExample | None:
-    if examples.seq[(feature, *slots)] < 0:
-        return None
-    tokens, values, focus = _window(
-        examples.window_tokens[(feature, *slots)], examples.window_values[(feature, *slots)], context_before
+def _slots(examples: Examples, start: int, stop: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+    """Windows of features start..stop as [F, slots, W]; empty slots have every token outside."""
+    n_features, window = stop - start, examples.window_tokens.shape[-1]
+    empty = (examples.seq[start:stop] < 0).reshape(n_features, -1, 1)
+    tokens = np.where(empty, -1, examples.window_tokens[start:stop].reshape(n_features, -1, window))
+    return tokens, examples.window_values[start:stop].reshape(n_features, -1, window)
+
+
+def _interval_shares(counts: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    active = counts.sum(axis=1, keepdims=True)
+    shares: npt.NDArray[np.float64] = np.divide(counts, active, out=np.zeros(counts.shape), where=active > 0)
+    return shares
+
+
+def _dashboards_pack(dashboards: FeatureDashboards, start: int, stop: int, focus: int) -> npt.NDArray[np.void]:
+    top_tokens, top_values = _slots(dashboards.top, start, stop)
+    interval_tokens, interval_values = _slots(dashboards.intervals, start, stop)
+    part = slice(start, stop)
+    return features_pack(
+        focus=focus,
+        max_act=dashboards.max_act[part],
+        interval_shares=_interval_shares(dashboards.interval_counts[part]),
+        act_hist_counts=dashboards.act_hist_counts[part],
+        logit_hist_counts=dashboards.logit_hist_counts[part],
+        logit_hist_min=dashboards.logit_hist_min[part],
+        logit_hist_max=dashboards.logit_hist_max[part],
+        logit_top_ids=dashboards.logit_top_ids[part],
+        logit_top_values=dashboards.logit_top_values[part],
+        logit_bottom_ids=dashboards.logit_bottom_ids[part],
+        logit_bottom_values=dashboards.logit_bottom_values[part],
+        window_tokens=np.concatenate([top_tokens, interval_tokens], axis=1),
+        window_values=np.concatenate([top_values, interval_values], axis=1),
+        n_top=top_tokens.shape[1],
     )
-    return FeatureExample(token_ids=tokens, values=values, focus=focus,
-                          value=float(examples.values[(feature, *slots)]), **fields)
 
 
-def _feature_examples(dashboards: FeatureDashboards, index: int, context_before: int) -> list[FeatureExample]:
-    rows: list[FeatureExample | None] = [
-        _examples_for(dashboards.top, index, (rank,), context_before, kind=FeatureExample.Kind.TOP, rank=rank)
-        for rank in range(dashboards.top.seq.shape[1])
-    ]
-    n_intervals, per_interval = dashboards.intervals.seq.shape[1:3]
-    max_act = float(dashboards.max_act[index])
-    active = int(dashboards.interval_counts[index].sum())
-    for interval in range(n_intervals):
-        share = float(dashboards.interval_counts[index, interval]) / active if active else 0.0
-        bounds = {
-            "bin_min": max_act * interval / n_intervals,
-            "bin_max": max_act * (interval + 1) / n_intervals,
-            "bin_contains": share,
-        }
-        rows.extend(
-            _examples_for(dashboards.intervals, index, (interval, rank), context_before,
-                          kind=FeatureExample.Kind.INTERVAL, rank=rank, **bounds)
-            for rank in range(per_interval)
-        )
-    return [row for row in rows if row is not None]
+def _copy_rows(run: DashboardRun, dashboards: FeatureDashboards, start: int, stop: int) -> npt.NDArray[np.void]:
+    """Features start..stop as binary COPY tuples: field count, then each field's length and big-endian value."""
+    packed = _dashboards_pack(dashboards, start, stop, run.context_before)
+    fields: dict[str, np.dtype[Any]] = {**_COPY_SCALARS, "dashboard": packed.dtype}
+    framing: list[tuple[str, np.dtype[Any]]] = [("count", np.dtype(">i2"))]
+    for name, kind in fields.items():
+        framing += [(f"{name}_size", np.dtype(">i4")), (name, kind)]
+    rows = np.empty(stop - start, dtype=np.dtype(framing))
+    rows["count"] = len(fields)
+    for name, kind in fields.items():
+        rows[f"{name}_size"] = kind.itemsize
+    rows["run"] = run.pk
+    rows["index"] = np.arange(start, stop)
+    rows["frac_nonzero"] = dashboards.frac_nonzero[start:stop]
+    rows["max_act"] = dashboards.max_act[start:stop]
+    rows["dashboard"] = packed
+    return rows
 
 
-def _feature_row(run: DashboardRun, dashboards: FeatureDashboards, index: int) -> Feature:
-    return Feature(
-        run=run,
-        index=index,
-        frac_nonzero=float(dashboards.frac_nonzero[index]),
-        max_act=float(dashboards.max_act[index]),
-        act_hist_counts=dashboards.act_hist_counts[index].tolist(),
-        logit_pos_ids=dashboards.logit_top_ids[index].tolist(),
-        logit_pos_values=dashboards.logit_top_values[index].astype(float).tolist(),
-        logit_neg_ids=dashboards.logit_bottom_ids[index].tolist(),
-        logit_neg_values=dashboards.logit_bottom_values[index].astype(float).tolist(),
-        logit_hist_counts=dashboards.logit_hist_counts[index].tolist(),
-        logit_hist_min=float(dashboards.logit_hist_min[index]),
-        logit_hist_max=float(dashboards.logit_hist_max[index]),
+def _copy_blocks(run: DashboardRun, dashboards: FeatureDashboards) -> Iterator[bytes]:
+    n_features = dashboards.frac_nonzero.shape[0]
+    yield _COPY_SIGNATURE
+    for start in range(0, n_features, COPY_CHUNK_FEATURES):
+        yield _copy_rows(run, dashboards, start, min(start + COPY_CHUNK_FEATURES, n_features)).tobytes()
+    yield _COPY_TRAILER
+
+
+def _copy_statement() -> sql.Composed:
+    columns = {field.name: sql.Identifier(field.column) for field in Feature._meta.concrete_fields if field.column}
+    names = [columns[name] for name in (*_COPY_SCALARS, "dashboard")]
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(Feature._meta.db_table), sql.SQL(", ").join(names)
     )
+
+
+def _features_copy(run: DashboardRun, dashboards: FeatureDashboards) -> None:
+    with connection.cursor() as cursor, cursor.cursor.copy(_copy_statement()) as copy:
+        for block in _copy_blocks(run, dashboards):
+            copy.write(block)
+
+
+def _dashboards_check(dashboards: FeatureDashboards) -> None:
+    n_features = dashboards.frac_nonzero.shape[0]
+    arrays = {name: getattr(dashboards, name) for name in vars(dashboards) if name not in {"top", "intervals"}}
+    for group in ("top", "intervals"):
+        arrays |= {f"{group}.{name}": array for name, array in vars(getattr(dashboards, group)).items()}
+    for name, array in arrays.items():
+        if isinstance(array, np.ndarray) and array.shape[0] != n_features:
+            raise DashboardsShapeError(f"{name} has {array.shape[0]} features where frac_nonzero has {n_features}.")
 
 
 def run_results_publish(*, run: DashboardRun, dashboards: FeatureDashboards) -> None:
     """Store every feature of the run and make it the SAE's published run, atomically.
 
-    Readers follow sae.published_run, so they see the previous run's features or all of these.
+    Readers follow sae.published_run, so they see the previous run's features or all of these; a crash
+    (of this process or of Postgres) before the commit leaves no row of this run behind.
     """
+    _dashboards_check(dashboards)
     n_features = dashboards.frac_nonzero.shape[0]
     with transaction.atomic():
         sae = Sae.objects.select_for_update().get(pk=run.sae_id)
-        # A redelivered task may have written part of this run before it died: start clean.
+        # A redelivered task may publish a run whose rows were already committed: start clean.
         Feature.objects.filter(run=run).delete()
-        features = Feature.objects.bulk_create(
-            [_feature_row(run, dashboards, index) for index in range(n_features)], batch_size=_BATCH
-        )
-        examples: list[FeatureExample] = []
-        for feature in features:
-            for example in _feature_examples(dashboards, feature.index, run.context_before):
-                example.feature = feature
-                examples.append(example)
-        FeatureExample.objects.bulk_create(examples, batch_size=_BATCH)
+        _features_copy(run, dashboards)
         previous = sae.published_run_id
         sae.published_run = run
         sae.save(update_fields=["published_run"])
