@@ -72,7 +72,11 @@ def test_three_shards_on_two_workers_equal_one_shard(workers: Workers, settings:
     assert whole_run.shards.count() == 1
     assert list(sharded_run.shards.values_list("first_seq", "n_seqs")) == [(0, 8), (8, 8), (16, 8)]
     assert all("dashboard_shard_execute" in "".join(worker.log) for worker in (first, second)), workers.logs()
-    assert sharded_run.progress_done == sharded_run.progress_total
+    progress = client.get(f"/api/runs/{sharded_run.pk}").json()
+    assert [(shard["firstSequence"], shard["status"]) for shard in progress["shards"]] == [
+        (0, "succeeded"), (8, "succeeded"), (16, "succeeded")
+    ]
+    assert sum(shard["progressDone"] for shard in progress["shards"]) == sharded_run.tokens_total
     assert Feature.objects.filter(run=sharded_run).count() == sharded.d_sae
     whole_results, sharded_results = _results(client, whole), _results(client, sharded)
     assert any(len(page["activations"]) > 5 for page in whole_results)  # features with interval examples

@@ -201,6 +201,19 @@ def run_payload(run: DashboardRun) -> dict[str, Any]:
         "created": run.created.isoformat(),
         "started": run.started.isoformat() if run.started else None,
         "finished": run.finished.isoformat() if run.finished else None,
+        "shards": [
+            {
+                "index": shard.index,
+                "firstSequence": shard.first_seq,
+                "sequences": shard.n_seqs,
+                "status": shard.status,
+                "attempts": shard.attempts,
+                "progressDone": shard.progress_done,
+                "device": shard.device,
+                "error": shard.error,
+            }
+            for shard in run.shards.order_by("index")
+        ],
     }
 
 
