@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)/platform:$(CURDIR)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test install install-dev lint typecheck pytest worker web stop clean bench-vs-forward
+.PHONY: demo test install install-dev lint typecheck pytest worker web stop clean bench-vs-forward bench-vs-saedashboard bench-gpu bench-ingest
 
 $(VENV)/.base: requirements/base.txt requirements/constraints.txt
 	$(SYSTEM_PYTHON) -m venv $(VENV)
@@ -56,3 +56,15 @@ clean: stop
 
 bench-vs-forward: $(VENV)/.dev
 	$(PY) -m bench.vs_forward
+
+# Writes into a scratch database, atlas_bench_ingest, on DATABASE_URL's server or the embedded one; drops it after.
+bench-ingest: $(VENV)/.dev
+	$(PY) -m bench.ingest $(BENCH_INGEST_ARGS)
+
+# Creates SAEDashboard's own virtual environment under var/bench/ on first use.
+bench-vs-saedashboard: $(VENV)/.dev
+	$(PY) -m bench.vs_saedashboard
+
+# Needs a CUDA GPU; BENCH_GPU_ARGS passes flags, e.g. BENCH_GPU_ARGS="--dtype bfloat16".
+bench-gpu: $(VENV)/.base
+	$(PY) -m bench.gpu_scaling $(BENCH_GPU_ARGS)

@@ -8,53 +8,21 @@ mean L0 is about 64, 64 x 128 tokens of standard-library docstrings.
 
 import argparse
 import statistics
-import time
-from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import torch
-from transformer_lens import HookedTransformer
 
-from workers.compute.builtin_models import smollm2_convert
-from workers.compute.corpus import stdlib_docstrings, tokenize_into_sequences
+from bench.cases import (
+    SMOLLM2_HOOK,
+    bare_forward_encode,
+    docstring_tokens,
+    random_sae,
+    smollm2_model,
+    timed,
+)
 from workers.compute.dashboard import dashboards_compute
-from workers.compute.language_model import load_language_model
-from workers.compute.model_source import ModelSource, load_tokenizer
 from workers.compute.results import DashboardParams
-from workers.compute.sae import SaeConfig, SparseAutoencoder
-
-ROOT = Path(__file__).resolve().parents[1]
-HOOK = "blocks.5.hook_resid_post"
-
-
-def _random_sae(model: HookedTransformer, tokens: torch.Tensor, d_sae: int, target_l0: int) -> SparseAutoencoder:
-    """Random encoder; b_enc puts each feature's threshold at the quantile that gives the target L0."""
-    d_model = model.cfg.d_model
-    generator = torch.Generator().manual_seed(0)
-    w_enc = torch.randn(d_model, d_sae, generator=generator) / d_model**0.5
-    w_dec = torch.randn(d_sae, d_model, generator=generator) / d_model**0.5
-    sample = _hook_acts(model, tokens[:8]).reshape(-1, d_model)
-    b_enc = -(sample @ w_enc).quantile(1 - target_l0 / d_sae, dim=0)
-    config = SaeConfig("standard", d_model, d_sae, HOOK, False, "float32", {})
-    return SparseAutoencoder(config, {"W_enc": w_enc, "W_dec": w_dec, "b_enc": b_enc, "b_dec": torch.zeros(d_model)})
-
-
-def _hook_acts(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
-    captured: list[torch.Tensor] = []
-    model.run_with_hooks(tokens, fwd_hooks=[(HOOK, lambda act, hook: captured.append(act))],
-                         stop_at_layer=int(HOOK.split(".")[1]) + 1, return_type=None)
-    return captured[0]
-
-
-def _timed(function: Callable[[], object], repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def main() -> None:
@@ -66,26 +34,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    source = ModelSource("hf_local", str(smollm2_convert(ROOT / "var" / "models" / "smollm2-135m-instruct")))
-    model = load_language_model(source)
-    token_array: npt.NDArray[np.int32] = tokenize_into_sequences(
-        load_tokenizer(source), stdlib_docstrings(2_000_000), args.context, max_sequences=args.sequences
-    )
+    model = smollm2_model()
+    token_array: npt.NDArray[np.int32] = docstring_tokens(args.sequences, args.context)
     tokens = torch.from_numpy(token_array.astype(np.int64))
     params = DashboardParams()
     with torch.inference_mode():
-        sae = _random_sae(model, tokens, args.d_sae, args.l0)
+        sae = random_sae(model, tokens, SMOLLM2_HOOK, args.d_sae, args.l0)
 
         def bare() -> None:
-            for start in range(0, len(tokens), params.batch_size):
-                sae.encode(_hook_acts(model, tokens[start : start + params.batch_size]))
+            bare_forward_encode(model, sae, tokens, SMOLLM2_HOOK, params.batch_size)
 
         def dashboards() -> None:
-            dashboards_compute(model, sae, token_array, HOOK, params)
+            dashboards_compute(model, sae, token_array, SMOLLM2_HOOK, params)
 
         bare()  # warm-up: allocator, kernels
-        bare_times = _timed(bare, args.repeats)
-        dashboard_times = _timed(dashboards, args.repeats)
+        bare_times = timed(bare, args.repeats)
+        dashboard_times = timed(dashboards, args.repeats)
     bare_s, dashboard_s = statistics.median(bare_times), statistics.median(dashboard_times)
     case = f"{args.sequences} x {args.context} tokens, d_sae {args.d_sae}, L0 ~{args.l0}"
     print(f"{case}, {torch.get_num_threads()} threads")
