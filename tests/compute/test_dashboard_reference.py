@@ -87,6 +87,7 @@ def run() -> Run:
     with pytest.MonkeyPatch.context() as patch:
         # Ten features per logit-lens chunk, so the chunking (and an uneven last chunk) is exercised.
         patch.setattr(dashboard, "LOGIT_LENS_CHUNK_ELEMENTS", 97 * 10)
+        patch.setattr(dashboard, "LOGIT_LENS_VOCAB_TILE", 40)  # 97 tokens: tiles of 40, 40 and 17
         # Slices of 30 features per encode and 1,000 kept entries per piece of the second pass, so
         # that slicing the feature dimension and reading the kept activations in pieces are exercised.
         patch.setattr(dashboard, "ENCODE_CHUNK_ELEMENTS", PARAMS.batch_size * SEQ_LEN * 30)

@@ -33,6 +33,8 @@ Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 # Logits of one chunk of features ([chunk, d_vocab]) stay below this many elements, ~256 MB in fp32.
 LOGIT_LENS_CHUNK_ELEMENTS = 1 << 26
+# The vocabulary is multiplied a tile of this many tokens at a time (see _logit_lens).
+LOGIT_LENS_VOCAB_TILE = 4096
 # One batch's activations are encoded a slice of features at a time, at most this many elements each.
 ENCODE_CHUNK_ELEMENTS = 1 << 27
 # The second pass reads the kept activations in pieces of this many entries.
@@ -488,14 +490,27 @@ def _window_tokens(
 def _logit_lens(
     model: HookedTransformer, sae: SparseAutoencoder, params: DashboardParams, report: Progress
 ) -> _LogitLens:
-    """Each feature's direct effect on the logits, W_dec @ W_U, a chunk of features at a time."""
+    """Each feature's direct effect on the logits, W_dec @ W_U, in float32, a chunk of features at a time.
+
+    Each chunk's logits are written tile by tile of the vocabulary into one reused buffer: a product
+    whose right-hand panel stays in cache runs markedly faster on the CPU than one [chunk, V] product.
+    """
     unembed = model.W_U.float()  # [d_model, V]
     n_vocab = unembed.shape[1]
-    chunk = max(1, LOGIT_LENS_CHUNK_ELEMENTS // n_vocab)
+    chunk = max(1, min(sae.d_sae, LOGIT_LENS_CHUNK_ELEMENTS // n_vocab))
+    tiles = [
+        (start, unembed[:, start : start + LOGIT_LENS_VOCAB_TILE].contiguous())
+        for start in range(0, n_vocab, LOGIT_LENS_VOCAB_TILE)
+    ]
+    buffer = torch.empty((chunk, n_vocab), device=unembed.device)
+    bin_buffer = torch.empty((chunk, n_vocab), dtype=torch.int32, device=unembed.device)
     parts: list[_LogitLens] = []
     for start in range(0, sae.d_sae, chunk):
-        logits = sae.W_dec[start : start + chunk].float().to(unembed.device) @ unembed  # [c, V]
-        parts.append(_logit_lens_chunk(logits, params))
+        rows = sae.W_dec[start : start + chunk].float().to(unembed.device)  # [c, d_model]
+        logits = buffer[: rows.shape[0]]
+        for first_token, tile in tiles:
+            torch.mm(rows, tile, out=logits[:, first_token : first_token + tile.shape[1]])
+        parts.append(_logit_lens_chunk(logits, bin_buffer[: rows.shape[0]], params))
         report("logit lens", min(start + chunk, sae.d_sae), sae.d_sae)
     return _LogitLens(**{name: torch.cat([getattr(part, name) for part in parts]) for name in _LOGIT_LENS_FIELDS})
 
@@ -503,17 +518,21 @@ def _logit_lens(
 _LOGIT_LENS_FIELDS = [field.name for field in fields(_LogitLens)]
 
 
-def _logit_lens_chunk(logits: Tensor, params: DashboardParams) -> _LogitLens:
-    """Top and bottom tokens and the histogram of one chunk of features' logits [c, V] (overwritten)."""
+def _logit_lens_chunk(logits: Tensor, bin_index: Tensor, params: DashboardParams) -> _LogitLens:
+    """Top and bottom tokens and the histogram of one chunk of features' logits [c, V].
+
+    Both logits and bin_index ([c, V] int32) are overwritten: they are the largest tensors of the whole
+    pass, binned in place because every fresh copy costs more time than the arithmetic.
+    """
     n_tokens = min(params.logit_tokens, logits.shape[1])
     bins = params.logit_hist_bins
     top = logits.topk(n_tokens, dim=1)
     bottom = logits.topk(n_tokens, dim=1, largest=False)
     low, high = bottom.values[:, :1], top.values[:, :1]  # [c, 1]
-    # Bins over [min, max], the last one closed; a constant row lands entirely in bin 0. The chunk is
-    # binned in place: it is the largest tensor of the whole pass, and every extra copy costs time.
+    # Bins over [min, max], the last one closed; a constant row lands entirely in bin 0.
     scale = bins / torch.where(high > low, high - low, 1.0)
-    bin_index = logits.sub_(low).mul_(scale).to(torch.int32).clamp_(max=bins - 1)  # [c, V], floor as x >= 0
+    bin_index.copy_(logits.sub_(low).mul_(scale))  # float -> int32 truncates, which is floor here as x >= 0
+    bin_index.clamp_(max=bins - 1)
     bin_index += torch.arange(0, logits.shape[0] * bins, bins, dtype=torch.int32, device=logits.device).unsqueeze(1)
     counts = torch.bincount(bin_index.view(-1), minlength=logits.shape[0] * bins)
     return _LogitLens(
