@@ -21,6 +21,9 @@ $(VENV)/.base: requirements/base.txt requirements/constraints.txt
 
 $(VENV)/.dev: $(VENV)/.base requirements/dev.txt
 	$(PIP) install -q -r requirements/dev.txt
+	# The reference for the dictionary_learning encode tests; --no-deps because its training-only
+	# dependencies (nnsight, torchvision, umap, ...) are not needed to build its SAE classes.
+	$(PIP) install -q --no-deps dictionary-learning==0.1.0
 	@command -v docker-compose >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q docker-compose >/dev/null 2>&1; } \
 		|| echo "note: Debian's docker-compose is not installed; the compose test falls back to checking the YAML."
 	touch $@

@@ -87,3 +87,20 @@ def test_corrupt_archive_says_so(tmp_path: Path) -> None:
     archive.write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(ArchiveError, match="could not be read as an archive"):
         sae_archive_unpack(archive, "a.zip", tmp_path, max_bytes=10_000)
+
+
+def test_dictionary_learning_trainer_folder_unpacks(tmp_path: Path) -> None:
+    archive = _zip(tmp_path / "trainer.zip", {"trainer_0/config.json": CFG, "trainer_0/ae.pt": WEIGHTS,
+                                               "trainer_0/checkpoints/ae_100.pt": WEIGHTS})
+    into = tmp_path / "out"
+    into.mkdir()
+    sae_archive_unpack(archive, "trainer.zip", into, max_bytes=1_000_000)
+    assert sorted(path.name for path in into.iterdir()) == ["ae.pt", "config.json"]
+
+
+def test_dictionary_learning_folder_without_config_is_named(tmp_path: Path) -> None:
+    archive = _zip(tmp_path / "trainer.zip", {"trainer_0/ae.pt": WEIGHTS})
+    into = tmp_path / "out"
+    into.mkdir()
+    with pytest.raises(ArchiveError, match=re.escape("trainer.zip has no config.json")):
+        sae_archive_unpack(archive, "trainer.zip", into, max_bytes=1_000_000)

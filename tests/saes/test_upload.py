@@ -1,10 +1,14 @@
 """The upload form: a good SAE is stored and queued; each malformed upload gets its message and leaves nothing."""
 
+import builtins
 import io
+import json
+import struct
 import tarfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -131,6 +135,94 @@ def _no_files(sae_dir: Path, tmp_path: Path) -> Upload:
     return {}, {}
 
 
+def _header_longer_than_file(sae_dir: Path, tmp_path: Path) -> Upload:
+    (sae_dir / "sae_weights.safetensors").write_bytes(struct.pack("<Q", 1_000_000) + b'{"W_enc": {')
+    return factories.sae_upload_files(sae_dir), {}
+
+
+def _missing_tensor(sae_dir: Path, tmp_path: Path) -> Upload:
+    _rewrite_weights(sae_dir, lambda weights: {name: t for name, t in weights.items() if name != "b_dec"})
+    return factories.sae_upload_files(sae_dir), {}
+
+
+def _nan_weights(sae_dir: Path, tmp_path: Path) -> Upload:
+    def spoil(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        weights["W_enc"][0, 0] = float("inf")
+        weights["b_enc"][1] = float("nan")
+        return weights
+
+    _rewrite_weights(sae_dir, spoil)
+    return factories.sae_upload_files(sae_dir), {}
+
+
+def _integer_weights(sae_dir: Path, tmp_path: Path) -> Upload:
+    _rewrite_weights(sae_dir, lambda weights: {**weights, "b_dec": weights["b_dec"].to(torch.int64)})
+    return factories.sae_upload_files(sae_dir), {}
+
+
+def _unknown_architecture(sae_dir: Path, tmp_path: Path) -> Upload:
+    cfg = json.loads((sae_dir / "cfg.json").read_text())
+    (sae_dir / "cfg.json").write_text(json.dumps({**cfg, "architecture": "matching_pursuit"}))
+    return factories.sae_upload_files(sae_dir), {}
+
+
+class _RunsCode:
+    """Unpickling this calls builtins.exec: what a malicious ae.pt does."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return builtins.exec, ("import pathlib; pathlib.Path('PWNED').write_text('ran')",)
+
+
+def _code_running_pickle(sae_dir: Path, tmp_path: Path) -> Upload:
+    buffer = io.BytesIO()
+    torch.save({"encoder.weight": torch.zeros(48, 64), "payload": _RunsCode()}, buffer)
+    config = {"trainer": {"dict_class": "AutoEncoder", "activation_dim": 64, "dict_size": 48}}
+    return {
+        "cfg_file": SimpleUploadedFile("config.json", json.dumps(config).encode()),
+        "weights_file": SimpleUploadedFile("ae.pt", buffer.getvalue()),
+    }, {"hook_name": factories.TINY_HOOK}
+
+
+def _tar_archive(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> SimpleUploadedFile:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as bundle:
+        for member, data in members:
+            bundle.addfile(member, io.BytesIO(data) if data is not None else None)
+    return SimpleUploadedFile("sae.tar.gz", buffer.getvalue())
+
+
+def _tar_member(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    member = tarfile.TarInfo(name)
+    member.size = len(data)
+    return member, data
+
+
+def _tar_escaping_its_directory(sae_dir: Path, tmp_path: Path) -> Upload:
+    archive = _tar_archive([
+        _tar_member("sae/cfg.json", (sae_dir / "cfg.json").read_bytes()),
+        _tar_member("sae/../../sae_weights.safetensors", (sae_dir / "sae_weights.safetensors").read_bytes()),
+    ])
+    return {"archive": archive}, {}
+
+
+def _tar_with_symlink(sae_dir: Path, tmp_path: Path) -> Upload:
+    link = tarfile.TarInfo("sae/sae_weights.safetensors")
+    link.type = tarfile.SYMTYPE
+    link.linkname = "/etc/passwd"
+    cfg = _tar_member("sae/cfg.json", (sae_dir / "cfg.json").read_bytes())
+    return {"archive": _tar_archive([cfg, (link, None)])}, {}
+
+
+def _zip_with_symlink(sae_dir: Path, tmp_path: Path) -> Upload:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        bundle.write(sae_dir / "cfg.json", "sae/cfg.json")
+        link = zipfile.ZipInfo("sae/sae_weights.safetensors")
+        link.external_attr = 0o120777 << 16
+        bundle.writestr(link, "/etc/passwd")
+    return {"archive": SimpleUploadedFile("sae.zip", buffer.getvalue())}, {}
+
+
 SPOILED_UPLOADS: dict[str, tuple[Callable[[Path, Path], Upload], list[str]]] = {
     "wrong shapes": (_wrong_shapes, ["W_dec", "[40,"]),
     "wrong tensor names": (_wrong_tensor_names, ["W_encoder", "W_enc"]),
@@ -142,6 +234,15 @@ SPOILED_UPLOADS: dict[str, tuple[Callable[[Path, Path], Upload], list[str]]] = {
     "broken cfg.json": (_broken_cfg, ["cfg.json is not valid JSON"]),
     "archive escaping its directory": (_archive_escaping_its_directory, ["unsafe path"]),
     "no files": (_no_files, ["Upload cfg.json and sae_weights.safetensors"]),
+    "header longer than the file": (_header_longer_than_file, ["sae_weights.safetensors is truncated: its header"]),
+    "missing tensor": (_missing_tensor, ["missing tensor b_dec for architecture standard"]),
+    "NaN or Inf weights": (_nan_weights, ["has 1 NaN or infinite values"]),
+    "unsupported dtype": (_integer_weights, ["tensor b_dec is stored as I64; supported dtypes: F32, F16, BF16"]),
+    "unknown architecture": (_unknown_architecture, ["architecture &#x27;matching_pursuit&#x27; is not supported"]),
+    "ae.pt that would run code": (_code_running_pickle, ["ae.pt was refused", "would run code"]),
+    "tar escaping its directory": (_tar_escaping_its_directory, ["unsafe path"]),
+    "tar with a symlink": (_tar_with_symlink, ["which is a link or special file"]),
+    "zip with a symlink": (_zip_with_symlink, ["symbolic link"]),
 }
 
 
@@ -158,6 +259,62 @@ def test_malformed_upload_is_named_and_leaves_nothing(
     for words in expected:
         assert words in page
     _assert_nothing_stored(media_root)
+    assert not Path("PWNED").exists()
+
+
+def test_decompression_bomb_is_refused(
+    logged_in_client: Client, language_model: LanguageModel, dataset: Dataset, sae_dir: Path, media_root: Path,
+    settings: Any,
+) -> None:
+    settings.ATLAS_MAX_UPLOAD_BYTES = 1_000_000
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        bundle.write(sae_dir / "cfg.json", "sae/cfg.json")
+        bundle.writestr("sae/sae_weights.safetensors", b"\0" * 50_000_000)
+    assert len(buffer.getvalue()) < 100_000
+    status, page = _post(logged_in_client, language_model, dataset,
+                         {"archive": SimpleUploadedFile("bomb.zip", buffer.getvalue())})
+    assert status == 200
+    assert "bomb.zip unpacks to more than the 1,000,000 byte upload limit" in page
+    _assert_nothing_stored(media_root)
+
+
+def test_file_over_the_size_limit_is_refused(
+    logged_in_client: Client, language_model: LanguageModel, dataset: Dataset, sae_dir: Path, media_root: Path,
+    settings: Any,
+) -> None:
+    settings.ATLAS_MAX_UPLOAD_BYTES = (sae_dir / "sae_weights.safetensors").stat().st_size - 1
+    status, page = _post(logged_in_client, language_model, dataset, factories.sae_upload_files(sae_dir))
+    assert status == 200
+    assert "sae_weights.safetensors is" in page and "over the" in page and "byte limit" in page
+    _assert_nothing_stored(media_root)
+
+
+def test_an_upload_longer_than_it_claims_stops_at_the_limit(media_root: Path, settings: Any, tmp_path: Path) -> None:
+    from atlas.saes.services import SaeUploadError, _save_upload
+
+    settings.ATLAS_MAX_UPLOAD_BYTES = 10_000
+    upload = SimpleUploadedFile("big.safetensors", b"x" * 50_000)
+    upload.size = None  # type: ignore[assignment]  # as a streamed upload with no declared length
+    with pytest.raises(SaeUploadError) as raised:
+        _save_upload(upload, tmp_path / "target", "weights_file")
+    assert "over the 10,000 byte limit" in raised.value.message
+
+
+def test_dictionary_learning_upload_is_accepted(
+    logged_in_client: Client, language_model: LanguageModel, dataset: Dataset, tmp_path: Path
+) -> None:
+    sae = factories.dictionary_learning_make("AutoEncoderTopK", d_in=64, d_sae=40)
+    directory = factories.dictionary_learning_write(tmp_path / "trainer_0", sae, dict_class="AutoEncoderTopK")
+    files = {
+        "cfg_file": SimpleUploadedFile("config.json", (directory / "config.json").read_bytes()),
+        "weights_file": SimpleUploadedFile("ae.pt", (directory / "ae.pt").read_bytes()),
+    }
+    status, _ = _post(logged_in_client, language_model, dataset, files)
+    assert status == 302
+    stored = Sae.objects.get()
+    assert (stored.architecture, stored.hook_name, stored.slug) == ("topk", factories.TINY_HOOK, "0-res-40")
+    assert sorted(path.name for path in stored.files_path.iterdir()) == ["ae.pt", "config.json"]
 
 
 def test_duplicate_sae_id_is_refused(

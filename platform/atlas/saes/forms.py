@@ -14,10 +14,14 @@ class SaeUploadForm(forms.Form):
     language_model = forms.ModelChoiceField(
         queryset=LanguageModel.objects.all(), to_field_name="slug", label="Model", empty_label=None
     )
-    cfg_file = forms.FileField(required=False, label="cfg.json")
-    weights_file = forms.FileField(required=False, label="sae_weights.safetensors")
+    cfg_file = forms.FileField(required=False, label="cfg.json", help_text="or dictionary_learning's config.json")
+    weights_file = forms.FileField(
+        required=False, label="sae_weights.safetensors", help_text="or dictionary_learning's ae.pt"
+    )
     archive = forms.FileField(
-        required=False, label="or one archive", help_text=".zip or .tar.gz of the SAELens SAE directory"
+        required=False,
+        label="or one archive",
+        help_text=".zip or .tar.gz of the SAELens SAE directory or the dictionary_learning trainer folder",
     )
     hook_name = forms.CharField(
         required=False,

@@ -19,7 +19,8 @@ from atlas.lms.models import LanguageModel
 from atlas.saes.archives import ArchiveError, sae_archive_unpack
 from atlas.saes.models import DashboardRun, DashboardShard, Sae
 from workers.compute.results import DashboardParams
-from workers.compute.sae import SaeConfig, SaeFormatError, sae_config_parse, sae_weights_check
+from workers.compute.sae import CFG_FILENAME, WEIGHTS_FILENAME, SaeConfig, SaeFormatError, sae_check
+from workers.compute.sae_release import sae_release_fetch
 
 SHARD_TASK = "workers.tasks.dashboard_shard_execute"
 _LAYER = re.compile(r"blocks\.(\d+)\.")
@@ -52,14 +53,36 @@ class RunParams:
     context_after: int = DashboardParams.context_after
 
 
+# The form field each file of an SAE belongs to, so a problem with a file is shown beside it.
+_FIELD_OF_FILE = {
+    "cfg.json": "cfg_file",
+    "config.json": "cfg_file",
+    "sae_weights.safetensors": "weights_file",
+    "ae.pt": "weights_file",
+}
+
+
+def _too_large(name: str | None, size: int, field: str) -> SaeUploadError:
+    limit = settings.ATLAS_MAX_UPLOAD_BYTES
+    return SaeUploadError(f"{name} is {size:,} bytes or more, over the {limit:,} byte limit.", field)
+
+
 def _save_upload(upload: File[bytes], target: Path, field: str) -> None:
-    if upload.size is not None and upload.size > settings.ATLAS_MAX_UPLOAD_BYTES:
-        raise SaeUploadError(
-            f"{upload.name} is {upload.size:,} bytes, over the {settings.ATLAS_MAX_UPLOAD_BYTES:,} byte limit.", field
-        )
+    """Copy an upload to target chunk by chunk, counting, so a file over the limit is never kept or held whole."""
+    limit = settings.ATLAS_MAX_UPLOAD_BYTES
+    if upload.size is not None and upload.size > limit:
+        raise _too_large(upload.name, upload.size, field)
+    written = 0
     with open(target, "wb") as out:
         for chunk in upload.chunks():
+            written += len(chunk)
+            if written > limit:
+                raise _too_large(upload.name, written, field)
             out.write(chunk)
+
+
+def _is_dictionary_learning(weights_file: File[bytes]) -> bool:
+    return (weights_file.name or "").lower().endswith((".pt", ".pth"))
 
 
 def _stage_files(
@@ -79,21 +102,22 @@ def _stage_files(
             packed.unlink(missing_ok=True)
         return
     if cfg_file is None or weights_file is None:
-        raise SaeUploadError("Upload cfg.json and sae_weights.safetensors, or one .zip / .tar.gz of the SAE directory.")
-    _save_upload(cfg_file, staging / "cfg.json", "cfg_file")
-    _save_upload(weights_file, staging / "sae_weights.safetensors", "weights_file")
+        raise SaeUploadError(
+            "Upload cfg.json and sae_weights.safetensors (SAELens), or config.json and ae.pt (dictionary_learning), "
+            "or one .zip / .tar.gz of the SAE directory."
+        )
+    cfg_name, weights_name = ("config.json", "ae.pt") if _is_dictionary_learning(weights_file) else (
+        "cfg.json", "sae_weights.safetensors"
+    )
+    _save_upload(cfg_file, staging / cfg_name, "cfg_file")
+    _save_upload(weights_file, staging / weights_name, "weights_file")
 
 
 def _checked_config(staging: Path) -> SaeConfig:
     try:
-        config = sae_config_parse((staging / "cfg.json").read_text(encoding="utf-8", errors="replace"))
+        return sae_check(staging)
     except SaeFormatError as error:
-        raise SaeUploadError(str(error), "cfg_file") from error
-    try:
-        sae_weights_check(staging / "sae_weights.safetensors", config)
-    except SaeFormatError as error:
-        raise SaeUploadError(str(error), "weights_file") from error
-    return config
+        raise SaeUploadError(str(error), _FIELD_OF_FILE.get(error.filename or "")) from error
 
 
 def _checked_hook(language_model: LanguageModel, config: SaeConfig, hook_name: str) -> str:
@@ -252,3 +276,40 @@ def _sae_store(
         shutil.rmtree(final, ignore_errors=True)
         raise
     return sae
+
+
+def sae_release_add(
+    *,
+    language_model: LanguageModel,
+    dataset: Dataset,
+    uploaded_by: User | None,
+    release: str,
+    sae_id: str,
+    hub_cache_dir: Path | None = None,
+    hook_name: str = "",
+    slug: str = "",
+    description: str = "",
+    params: RunParams = RunParams(),
+) -> Sae:
+    """Fetch an SAE by SAELens release and id (needs hub access, or the files in the hub cache), then store it
+    exactly as an upload of its files, with the same checks."""
+    fetched = Path(settings.MEDIA_ROOT) / "staging" / f"release-{uuid.uuid4().hex}"
+    try:
+        try:
+            sae_release_fetch(release, sae_id, fetched, cache_dir=hub_cache_dir)
+        except SaeFormatError as error:
+            raise SaeUploadError(str(error)) from error
+        with (fetched / CFG_FILENAME).open("rb") as cfg, (fetched / WEIGHTS_FILENAME).open("rb") as weights:
+            return sae_upload(
+                language_model=language_model,
+                dataset=dataset,
+                uploaded_by=uploaded_by,
+                cfg_file=File(cfg, name=CFG_FILENAME),
+                weights_file=File(weights, name=WEIGHTS_FILENAME),
+                hook_name=hook_name,
+                slug=slug,
+                description=description or f"SAELens release {release}, {sae_id}",
+                params=params,
+            )
+    finally:
+        shutil.rmtree(fetched, ignore_errors=True)
