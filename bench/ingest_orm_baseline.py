@@ -9,9 +9,9 @@ import numpy as np
 import numpy.typing as npt
 from django.contrib.postgres.fields import ArrayField
 from django.db import connection, models, transaction
-from django.utils import timezone
 
 from atlas.datasets.models import Dataset
+from atlas.features.services import run_mark_published
 from atlas.lms.models import LanguageModel
 from atlas.saes.models import DashboardRun, Sae
 from workers.compute.results import DashboardParams, Examples, FeatureDashboards
@@ -189,16 +189,6 @@ def run_results_publish_orm(*, run: DashboardRun, dashboards: FeatureDashboards)
                 example.feature = feature
                 examples.append(example)
         LegacyFeatureExample.objects.bulk_create(examples, batch_size=_BATCH)
-        previous = sae.published_run_id
-        sae.published_run = run
-        sae.save(update_fields=["published_run"])
-        DashboardRun.objects.filter(pk=run.pk).update(
-            status=DashboardRun.Status.SUCCEEDED,
-            finished=timezone.now(),
-            phase="done",
-            error="",
-            progress_done=n_features,
-            progress_total=n_features,
-        )
-        if previous is not None and previous != run.pk:
+        previous = run_mark_published(sae=sae, run=run, n_features=n_features)
+        if previous is not None:
             LegacyFeature.objects.filter(run_id=previous).delete()

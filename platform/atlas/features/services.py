@@ -129,16 +129,25 @@ def run_results_publish(*, run: DashboardRun, dashboards: FeatureDashboards) -> 
         # A redelivered task may publish a run whose rows were already committed: start clean.
         Feature.objects.filter(run=run).delete()
         _features_copy(run, dashboards)
-        previous = sae.published_run_id
-        sae.published_run = run
-        sae.save(update_fields=["published_run"])
-        DashboardRun.objects.filter(pk=run.pk).update(
-            status=DashboardRun.Status.SUCCEEDED,
-            finished=timezone.now(),
-            phase="done",
-            error="",
-            progress_done=n_features,
-            progress_total=n_features,
-        )
-        if previous is not None and previous != run.pk:
+        previous = run_mark_published(sae=sae, run=run, n_features=n_features)
+        if previous is not None:
             Feature.objects.filter(run_id=previous).delete()
+
+
+def run_mark_published(*, sae: Sae, run: DashboardRun, n_features: int) -> int | None:
+    """Make run the SAE's published run and mark it done; returns the run it replaced, whose rows must go.
+
+    Call it inside the transaction that wrote the run's rows, with the SAE row locked.
+    """
+    previous = sae.published_run_id
+    sae.published_run = run
+    sae.save(update_fields=["published_run"])
+    DashboardRun.objects.filter(pk=run.pk).update(
+        status=DashboardRun.Status.SUCCEEDED,
+        finished=timezone.now(),
+        phase="done",
+        error="",
+        progress_done=n_features,
+        progress_total=n_features,
+    )
+    return previous if previous is not None and previous != run.pk else None
