@@ -24,3 +24,13 @@ def dashboard_run_merge(self: Task[[int], None], run_id: int) -> None:
         run_merge(run_id, attempt=self.request.retries + 1)
     except TaskRetry as retry:
         raise self.retry(countdown=retry.countdown) from retry
+
+
+@shared_task(name="workers.tasks.dashboard_run_metrics", bind=True, max_retries=None)
+def dashboard_run_metrics(self: Task[[int], None], run_id: int) -> None:
+    from atlas.saes.execution import TaskRetry, run_metrics_execute
+
+    try:
+        run_metrics_execute(run_id, attempt=self.request.retries + 1)
+    except TaskRetry as retry:
+        raise self.retry(countdown=retry.countdown) from retry

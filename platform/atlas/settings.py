@@ -57,8 +57,12 @@ INSTALLED_APPS = [
     "atlas.datasets",
     "atlas.saes",
     "atlas.features",
+    "atlas.explanations",
+    "atlas.accounts",
 ]
-MIGRATION_MODULES = {app: f"migrations.{app}" for app in ("lms", "datasets", "saes", "features")}
+MIGRATION_MODULES = {
+    app: f"migrations.{app}" for app in ("lms", "datasets", "saes", "features", "explanations", "accounts")
+}
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -141,6 +145,9 @@ ATLAS_RUN_BATCH_SIZE = envint("ATLAS_RUN_BATCH_SIZE", 8)
 ATLAS_CUDA_DTYPE = os.environ.get("ATLAS_CUDA_DTYPE", "bfloat16")
 if ATLAS_CUDA_DTYPE not in ("bfloat16", "float16", "float32"):
     raise ImproperlyConfigured(f"ATLAS_CUDA_DTYPE={ATLAS_CUDA_DTYPE!r}; use bfloat16, float16 or float32")
+# Quality metrics (workers.compute.metrics) use the first this many sequences of a run's dataset: their
+# CE and KL need three full forwards through the unembedding, slow on a CPU (~460 tokens/s for SmolLM2).
+ATLAS_METRICS_SEQUENCES = envint("ATLAS_METRICS_SEQUENCES", 32)
 # A failing shard or merge is tried this many times before the run fails with its error.
 ATLAS_TASK_ATTEMPTS = envint("ATLAS_TASK_ATTEMPTS", 3)
 ATLAS_TASK_RETRY_SECONDS = float(os.environ.get("ATLAS_TASK_RETRY_SECONDS", "5"))

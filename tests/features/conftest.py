@@ -66,3 +66,14 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         postgres.stop()
         server.cleanup()
         shutil.rmtree(pgdata.parent, ignore_errors=True)
+
+
+@pytest.fixture
+def listed_features(published_feature: Feature) -> Sae:
+    """The published SAE with densities and maxima set per feature: 0, 1 and 2 are dead, 3 to 7 live."""
+    densities = {3: 0.25, 4: 1e-4, 5: 0.01, 6: 0.5, 7: 1e-6}
+    maxima = {3: 4.0, 4: 9.0, 5: 1.0, 6: 2.0, 7: 7.0}
+    for feature in Feature.objects.filter(run=published_feature.run):
+        feature.frac_nonzero, feature.max_act = densities.get(feature.index, 0.0), maxima.get(feature.index, 0.0)
+        feature.save(update_fields=["frac_nonzero", "max_act"])
+    return published_feature.run.sae

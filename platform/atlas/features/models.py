@@ -17,6 +17,11 @@ class Feature(models.Model):
     class Meta:
         ordering = ["index"]
         constraints = [models.UniqueConstraint(fields=["run", "index"], name="unique_feature_per_run")]
+        # The SAE page filters by run and sorts by one of these; the index breaks ties so pages are stable.
+        indexes = [
+            models.Index(fields=["run", "frac_nonzero", "index"], name="feature_run_density"),
+            models.Index(fields=["run", "max_act", "index"], name="feature_run_max_act"),
+        ]
 
     def __str__(self) -> str:
         return f"feature {self.index} of run {self.run_id}"

@@ -1,17 +1,27 @@
-"""Reads of stored dashboards: one feature with its examples in token text, and SAE feature listings."""
+"""Reads of stored dashboards: one feature with its examples in token text, SAE feature listings, labels."""
 
-from dataclasses import dataclass
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 
+from atlas.explanations.models import Explanation
+from atlas.explanations.selectors import explanation_payload, explanations_matching, feature_explanations
 from atlas.features.models import Feature
 from atlas.features.packing import StoredDashboard, StoredExample, dashboard_unpack
 from atlas.lms.models import LanguageModel
 from atlas.lms.selectors import tokens_text, vocabulary_for
 from atlas.saes.models import DashboardRun, Sae
+from atlas.saes.selectors import run_metrics_payload
+
+# Neuronpedia's features-offset returns this many features a call; clients page by it.
+API_FEATURES_PER_OFFSET = 25
 
 
 class NotFound(LookupError):
@@ -61,6 +71,7 @@ class FeatureView:
     neg_logits: list[tuple[str, float]]
     act_hist: Histogram
     logit_hist: Histogram
+    explanations: list[Explanation] = field(default_factory=list)
 
 
 def _histogram(low: float, high: float, heights: list[int]) -> Histogram:
@@ -106,7 +117,27 @@ def feature_detail(model_slug: str, sae_slug: str, index: int) -> FeatureView:
     feature = Feature.objects.filter(run_id=sae.published_run_id, index=index).first()
     if feature is None:
         raise NotFound(f"{model_slug}/{sae_slug} has features 0 to {sae.d_sae - 1}; there is no feature {index}.")
+    explanations = list(feature_explanations(sae, [index]).get(index, []))
+    return _feature_view(sae, feature, vocabulary_for(sae.language_model), explanations)
+
+
+def features_detail(sae: Sae, indices: Iterable[int]) -> list[FeatureView]:
+    """The published features of one SAE at these indices, in index order; indices it lacks are left out."""
+    wanted = sorted(set(indices))
+    features = Feature.objects.filter(run_id=sae.published_run_id, index__in=wanted) if wanted else []
+    explanations = feature_explanations(sae, wanted)
     vocabulary = vocabulary_for(sae.language_model)
+    return [_feature_view(sae, feature, vocabulary, explanations.get(feature.index, [])) for feature in features]
+
+
+def features_offset(sae: Sae, offset: int) -> list[FeatureView]:
+    """A page of features from an index on, as Neuronpedia's features-offset pages through an SAE."""
+    end = offset + API_FEATURES_PER_OFFSET
+    return features_detail(sae, range(offset, min(end, sae.d_sae)))
+
+
+def _feature_view(sae: Sae, feature: Feature, vocabulary: tuple[str, ...],
+                  explanations: list[Explanation]) -> FeatureView:
     stored = dashboard_unpack(bytes(feature.dashboard))
     return FeatureView(
         sae=sae,
@@ -118,6 +149,7 @@ def feature_detail(model_slug: str, sae_slug: str, index: int) -> FeatureView:
                             strict=True)),
         act_hist=_histogram(0.0, feature.max_act, stored.act_hist_counts),
         logit_hist=_histogram(stored.logit_hist_min, stored.logit_hist_max, stored.logit_hist_counts),
+        explanations=explanations,
     )
 
 
@@ -154,19 +186,75 @@ def feature_payload(view: FeatureView) -> dict[str, Any]:
         "logits_hist_data_bar_heights": view.logit_hist.heights,
         "logits_hist_data_bar_values": view.logit_hist.centers,
         "activations": [_activation_payload(example) for example in view.top + view.intervals],
-        "explanations": [],
+        "explanations": [explanation_payload(explanation) for explanation in view.explanations],
     }
 
 
-def sae_features_page(sae: Sae, page_number: int | str | None) -> Page[Feature]:
-    features: QuerySet[Feature] = Feature.objects.filter(run_id=sae.published_run_id).only(
-        "index", "frac_nonzero", "max_act"
-    )
-    return Paginator(features, settings.ATLAS_FEATURES_PER_PAGE).get_page(page_number)
+class FeatureSort(StrEnum):
+    INDEX = "index"
+    DENSITY = "density"
+    MAX_ACT = "max_act"
 
 
-def feature_page_number(sae: Sae, index: int) -> int:
-    return index // settings.ATLAS_FEATURES_PER_PAGE + 1
+_SORT_COLUMNS = {FeatureSort.INDEX: "index", FeatureSort.DENSITY: "frac_nonzero", FeatureSort.MAX_ACT: "max_act"}
+
+
+@dataclass(frozen=True)
+class FeatureListing:
+    """What the SAE page's table shows: the sort, the filters, and whether dead features are listed."""
+
+    sort: FeatureSort = FeatureSort.INDEX
+    descending: bool = False
+    log_density_min: float | None = None
+    log_density_max: float | None = None
+    max_act_min: float | None = None
+    max_act_max: float | None = None
+    label: str = ""
+    show_dead: bool = False
+
+
+def sae_features(sae: Sae, listing: FeatureListing) -> QuerySet[Feature]:
+    """Filters and a sort that the (run, column, index) indexes serve; the index breaks ties."""
+    features = Feature.objects.filter(run_id=sae.published_run_id).only("index", "frac_nonzero", "max_act")
+    if not listing.show_dead:
+        features = features.filter(frac_nonzero__gt=0)
+    if listing.log_density_min is not None:
+        features = features.filter(frac_nonzero__gte=10**listing.log_density_min)
+    if listing.log_density_max is not None:
+        features = features.filter(frac_nonzero__lte=10**listing.log_density_max)
+    if listing.max_act_min is not None:
+        features = features.filter(max_act__gte=listing.max_act_min)
+    if listing.max_act_max is not None:
+        features = features.filter(max_act__lte=listing.max_act_max)
+    if listing.label:
+        features = features.filter(index__in=explanations_matching(listing.label, sae=sae).values("index"))
+    columns = [_SORT_COLUMNS[listing.sort], "index"] if listing.sort != FeatureSort.INDEX else ["index"]
+    return features.order_by(*(f"-{column}" if listing.descending else column for column in columns))
+
+
+def sae_features_page(sae: Sae, listing: FeatureListing, page_number: int | str | None) -> Page[Feature]:
+    return Paginator(sae_features(sae, listing), settings.ATLAS_FEATURES_PER_PAGE).get_page(page_number)
+
+
+def feature_list_query(feature: Feature) -> str:
+    """The SAE page's query string for the default listing page (by index, dead hidden) that holds this feature."""
+    per_page = settings.ATLAS_FEATURES_PER_PAGE
+    if feature.frac_nonzero <= 0:
+        return urlencode({"dead": "on", "page": feature.index // per_page + 1})
+    before = Feature.objects.filter(run_id=feature.run_id, frac_nonzero__gt=0, index__lt=feature.index).count()
+    return urlencode({"page": before // per_page + 1})
+
+
+def feature_random_index(sae: Sae) -> int:
+    """A live feature's index: the first live one at or after a random index, wrapping round to the start."""
+    live = Feature.objects.filter(run_id=sae.published_run_id, frac_nonzero__gt=0).order_by("index")
+    start = random.randrange(sae.d_sae)
+    index = live.filter(index__gte=start).values_list("index", flat=True).first()
+    if index is None:
+        index = live.values_list("index", flat=True).first()
+    if index is None:
+        raise NotFound(f"{sae} has no live features to pick from.")
+    return index
 
 
 def saes_with_latest_run() -> list[tuple[Sae, DashboardRun | None]]:
@@ -214,6 +302,7 @@ def run_payload(run: DashboardRun) -> dict[str, Any]:
             }
             for shard in run.shards.order_by("index")
         ],
+        "metrics": run_metrics_payload(run),
     }
 
 

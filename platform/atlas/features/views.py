@@ -4,16 +4,24 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from atlas.datasets.selectors import datasets_list
+from atlas.explanations.forms import ExplanationForm
+from atlas.explanations.selectors import feature_explanations
+from atlas.features.forms import FeatureListForm
 from atlas.features.selectors import (
+    FeatureSort,
     NotFound,
     feature_detail,
-    feature_page_number,
+    feature_list_query,
+    feature_random_index,
     sae_features_page,
     sae_get,
     sae_latest_run,
     saes_with_latest_run,
 )
 from atlas.lms.selectors import language_models_list
+
+SORT_COLUMN_TITLES = [(FeatureSort.INDEX, "Feature"), (FeatureSort.DENSITY, "log₁₀ density"),
+                      (FeatureSort.MAX_ACT, "Max activation")]
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -29,14 +37,29 @@ def sae_page(request: HttpRequest, model_id: str, sae_id: str) -> HttpResponse:
     jump = request.GET.get("index", "").strip()
     if jump.isdigit():
         return redirect("feature", model_id=model_id, sae_id=sae_id, index=int(jump))
-    page = request.GET.get("page") or (feature_page_number(sae, 0) if not jump else None)
+    form = FeatureListForm(request.GET)
+    form.is_valid()
+    listing = form.listing()
+    features = sae_features_page(sae, listing, request.GET.get("page")) if sae.published_run_id else None
     context = {
         "sae": sae,
         "run": sae_latest_run(sae),
-        "features": sae_features_page(sae, page) if sae.published_run_id else None,
+        "form": form,
+        "listing": listing,
+        "sort_columns": SORT_COLUMN_TITLES,
+        "features": features,
+        "labels": feature_explanations(sae, [feature.index for feature in features or []]),
         "jump_error": f"'{jump}' is not a feature index; enter a number from 0 to {sae.d_sae - 1}." if jump else "",
     }
     return render(request, "sae.html", context)
+
+
+def feature_random(request: HttpRequest, model_id: str, sae_id: str) -> HttpResponse:
+    try:
+        index = feature_random_index(sae_get(model_id, sae_id))
+    except NotFound as error:
+        raise Http404(str(error)) from error
+    return redirect("feature", model_id=model_id, sae_id=sae_id, index=index)
 
 
 def feature_page(request: HttpRequest, model_id: str, sae_id: str, index: int) -> HttpResponse:
@@ -47,7 +70,8 @@ def feature_page(request: HttpRequest, model_id: str, sae_id: str, index: int) -
     context = {
         "view": view,
         "sae": view.sae,
-        "list_page": feature_page_number(view.sae, index),
+        "list_query": feature_list_query(view.feature),
+        "explanation_form": ExplanationForm(),
         "act_hist": {"x": view.act_hist.centers, "y": view.act_hist.heights},
         "logit_hist": {"x": view.logit_hist.centers, "y": view.logit_hist.heights},
         "previous_index": index - 1 if index > 0 else None,

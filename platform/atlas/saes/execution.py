@@ -8,10 +8,12 @@ every step can run twice without harm (states are written atomically, publishing
 """
 
 import logging
+import math
 import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -26,9 +28,10 @@ from atlas.datasets.selectors import dataset_tokens
 from atlas.features.services import run_results_publish
 from atlas.lms.models import LanguageModel
 from atlas.lms.selectors import language_model_source
-from atlas.saes.models import DashboardRun, DashboardShard
+from atlas.saes.models import DashboardRun, DashboardShard, RunMetrics
 from workers.compute.dashboard import dashboards_finish, shard_pass
 from workers.compute.language_model import load_language_model
+from workers.compute.metrics import SaeMetrics, sae_metrics
 from workers.compute.results import DashboardParams
 from workers.compute.sae import SaeFormatError, SparseAutoencoder, sae_load
 from workers.compute.shard_files import shard_state_exists, shard_state_load, shard_state_save
@@ -236,10 +239,60 @@ def run_merge(run_id: int, attempt: int) -> None:
     shutil.rmtree(run_directory(run), ignore_errors=True)
 
 
+def run_metrics_execute(run_id: int, attempt: int) -> None:
+    """Compute and store a run's quality metrics (the metrics task's body); a failure is retried, then
+    recorded on the metrics alone: the dashboards run goes on whatever happens here."""
+    run = DashboardRun.objects.select_related("sae__language_model", "dataset").filter(pk=run_id).first()
+    if run is None:
+        logger.info("run %s is gone; no metrics to compute", run_id)
+        return
+    metrics, _ = RunMetrics.objects.get_or_create(run=run)
+    if metrics.status == RunMetrics.Status.SUCCEEDED:
+        return
+    device = worker_device()
+    RunMetrics.objects.filter(pk=metrics.pk).update(status=RunMetrics.Status.RUNNING, attempts=attempt, device=device)
+    try:
+        computed = _run_metrics_compute(run, device)
+    except SaeFormatError as error:  # the upload itself is bad: trying again cannot help
+        _run_metrics_fail(metrics, str(error))
+        return
+    except Exception as error:
+        logger.exception("metrics of run %s failed (attempt %s)", run_id, attempt)
+        message = f"{type(error).__name__}: {error}"
+        if attempt < settings.ATLAS_TASK_ATTEMPTS:
+            RunMetrics.objects.filter(pk=metrics.pk).update(status=RunMetrics.Status.QUEUED, error=message)
+            raise TaskRetry(message, settings.ATLAS_TASK_RETRY_SECONDS) from error
+        _run_metrics_fail(metrics, f"computing the metrics failed after {attempt} attempts: {message}")
+        return
+    _run_metrics_store(metrics, computed)
+
+
+def _run_metrics_compute(run: DashboardRun, device: str) -> SaeMetrics:
+    model = _model_for(run.sae.language_model, device)
+    tokens = dataset_tokens(run.dataset, min(run.n_sequences, settings.ATLAS_METRICS_SEQUENCES))
+    return sae_metrics(model, _sae_for(run, device), tokens, run.sae.hook_name, batch_size=run.batch_size)
+
+
+def _run_metrics_store(metrics: RunMetrics, computed: SaeMetrics) -> None:
+    # A score whose denominator is zero is NaN, which JSON cannot carry: it is stored as unknown.
+    values = {name: None if isinstance(value, float) and not math.isfinite(value) else value
+              for name, value in asdict(computed).items()}
+    RunMetrics.objects.filter(pk=metrics.pk).update(
+        status=RunMetrics.Status.SUCCEEDED, error="", finished=timezone.now(), **values
+    )
+
+
+def _run_metrics_fail(metrics: RunMetrics, message: str) -> None:
+    RunMetrics.objects.filter(pk=metrics.pk).update(
+        status=RunMetrics.Status.FAILED, error=message, finished=timezone.now()
+    )
+
+
 def dashboard_run_execute(run_id: int) -> None:
-    """Every shard of a run, then its merge, in this process: for commands and tests without a worker."""
+    """Every shard of a run, its merge, then its metrics, in this process: for commands and tests without a worker."""
     for shard_id in DashboardShard.objects.filter(run_id=run_id).order_by("index").values_list("pk", flat=True):
         shard_execute(shard_id)
     run = DashboardRun.objects.get(pk=run_id)
     if not run.is_finished:
         run_merge(run_id, attempt=settings.ATLAS_TASK_ATTEMPTS)
+    run_metrics_execute(run_id, attempt=settings.ATLAS_TASK_ATTEMPTS)

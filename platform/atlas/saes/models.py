@@ -108,3 +108,39 @@ class DashboardShard(models.Model):
     @property
     def stop_seq(self) -> int:
         return self.first_seq + self.n_seqs
+
+
+class RunMetrics(models.Model):
+    """Quality metrics of a run's SAE on the first sequences of its dataset (workers.compute.metrics defines them).
+
+    Computed by a task of their own, so that their failure never fails the dashboards; null until computed.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    run = models.OneToOneField(DashboardRun, on_delete=models.CASCADE, related_name="metrics")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    device = models.CharField(max_length=50, blank=True)
+    n_sequences = models.PositiveIntegerField(null=True, blank=True)
+    n_tokens = models.BigIntegerField(null=True, blank=True)
+    l0 = models.FloatField(null=True, blank=True)
+    explained_variance = models.FloatField(null=True, blank=True)
+    mse = models.FloatField(null=True, blank=True)
+    cosine_similarity = models.FloatField(null=True, blank=True)
+    ce_loss_clean = models.FloatField(null=True, blank=True)
+    ce_loss_with_sae = models.FloatField(null=True, blank=True)
+    ce_loss_zero_ablation = models.FloatField(null=True, blank=True)
+    ce_loss_score = models.FloatField(null=True, blank=True)
+    kl_div_with_sae = models.FloatField(null=True, blank=True)
+    kl_div_zero_ablation = models.FloatField(null=True, blank=True)
+    kl_div_score = models.FloatField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"metrics of run {self.run_id} ({self.status})"

@@ -17,12 +17,13 @@ from atlas.celery import app as celery_app
 from atlas.datasets.models import Dataset
 from atlas.lms.models import LanguageModel
 from atlas.saes.archives import ArchiveError, sae_archive_unpack
-from atlas.saes.models import DashboardRun, DashboardShard, Sae
+from atlas.saes.models import DashboardRun, DashboardShard, RunMetrics, Sae
 from workers.compute.results import DashboardParams
 from workers.compute.sae import CFG_FILENAME, WEIGHTS_FILENAME, SaeConfig, SaeFormatError, sae_check
 from workers.compute.sae_release import sae_release_fetch
 
 SHARD_TASK = "workers.tasks.dashboard_shard_execute"
+METRICS_TASK = "workers.tasks.dashboard_run_metrics"
 _LAYER = re.compile(r"blocks\.(\d+)\.")
 # Neuronpedia's short names for where an SAE reads, as in its ids ("6-res-jb", "8-att-kk").
 _HOOK_KIND = {
@@ -175,7 +176,8 @@ def shard_ranges(n_sequences: int, shard_sequences: int, batch_size: int) -> lis
 
 
 def dashboard_run_create(*, sae: Sae, dataset: Dataset, params: RunParams) -> DashboardRun:
-    """Record a run and its shards, and queue the shards on the GPU queue once the transaction commits."""
+    """Record a run, its shards and its metrics, and queue their tasks on the GPU queue once the transaction
+    commits: the shards first, as the dashboards are what the SAE's pages wait for."""
     n_sequences = params.n_sequences or dataset.n_sequences
     run = DashboardRun.objects.create(
         sae=sae,
@@ -194,12 +196,15 @@ def dashboard_run_create(*, sae: Sae, dataset: Dataset, params: RunParams) -> Da
             shard_ranges(n_sequences, settings.ATLAS_SHARD_SEQUENCES, settings.ATLAS_RUN_BATCH_SIZE)
         )
     )
+    RunMetrics.objects.create(run=run)
     queue = settings.ATLAS_GPU_QUEUE
     shard_ids = [shard.pk for shard in shards]
+    run_id = run.pk
 
     def send() -> None:
         for shard_id in shard_ids:
             celery_app.send_task(SHARD_TASK, args=[shard_id], queue=queue)
+        celery_app.send_task(METRICS_TASK, args=[run_id], queue=queue)
 
     transaction.on_commit(send)
     return run

@@ -1,0 +1,54 @@
+"""Reads of explanations: a feature's labels, full-text search over them, and their API form."""
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector
+from django.db.models import F, QuerySet
+
+from atlas.explanations.models import SEARCH_CONFIG, Explanation
+from atlas.saes.models import Sae
+
+SEARCH_RESULTS_SHOWN = 100
+
+
+def explanation_payload(explanation: Explanation) -> dict[str, Any]:
+    """Neuronpedia's explanation fields; `layer` is the SAE id, as everywhere in its API."""
+    return {
+        "id": str(explanation.pk),
+        "modelId": explanation.sae.language_model.slug,
+        "layer": explanation.sae.slug,
+        "index": explanation.index,
+        "description": explanation.description,
+        "authorUsername": explanation.author.username if explanation.author else None,
+        "createdAt": explanation.created.isoformat(),
+    }
+
+
+def feature_explanations(sae: Sae, indices: Iterable[int]) -> dict[int, list[Explanation]]:
+    """Each feature's explanations, newest first."""
+    explanations: dict[int, list[Explanation]] = {}
+    rows = Explanation.objects.filter(sae=sae, index__in=list(indices)).select_related("author", "sae__language_model")
+    for explanation in rows:
+        explanations.setdefault(explanation.index, []).append(explanation)
+    return explanations
+
+
+def explanations_matching(query: str, *, sae: Sae | None = None) -> QuerySet[Explanation]:
+    """Explanations whose text matches a web-search-style query (words, "phrases", -excluded), best first.
+
+    The vector is the GIN index's expression, so Postgres answers from the index.
+    """
+    search = SearchQuery(query, config=SEARCH_CONFIG, search_type="websearch")
+    explanations = Explanation.objects.annotate(vector=SearchVector("description", config=SEARCH_CONFIG)).filter(
+        vector=search
+    )
+    if sae is not None:
+        explanations = explanations.filter(sae=sae)
+    return explanations.annotate(rank=SearchRank(F("vector"), search)).order_by("-rank", "-created")
+
+
+def explanations_search(query: str) -> list[Explanation]:
+    return list(
+        explanations_matching(query).select_related("sae__language_model", "author")[: SEARCH_RESULTS_SHOWN]
+    )

@@ -1,0 +1,100 @@
+"""The SAE page's feature table: sorts, filters, dead features hidden, log density, random and jump links."""
+
+import re
+
+import pytest
+from django.db import connection
+from django.test import Client
+
+from atlas.explanations.models import Explanation
+from atlas.features.selectors import FeatureListing, FeatureSort, sae_features
+from atlas.saes.models import Sae
+
+PAGE = "/tiny-llama/0-res-8/"
+
+
+def listed(**params: str) -> list[int]:
+    page = Client().get(PAGE, params).content.decode()
+    return [int(index) for index in re.findall(r'<td><a href="/tiny-llama/0-res-8/(\d+)">', page)]
+
+
+def test_dead_features_are_hidden_by_default(listed_features: Sae) -> None:
+    assert listed() == [3, 4, 5, 6, 7]
+
+
+def test_show_dead_lists_every_feature(listed_features: Sae) -> None:
+    assert listed(dead="on") == list(range(8))
+
+
+@pytest.mark.parametrize(
+    ("sort", "order", "expected"),
+    [
+        ("density", "desc", [6, 3, 5, 4, 7]),
+        ("density", "asc", [7, 4, 5, 3, 6]),
+        ("max_act", "desc", [4, 7, 3, 6, 5]),
+        ("index", "desc", [7, 6, 5, 4, 3]),
+    ],
+)
+def test_sorts_by_density_max_activation_and_index(listed_features: Sae, sort: str, order: str,
+                                                   expected: list[int]) -> None:
+    assert listed(sort=sort, order=order) == expected
+
+
+def test_filters_by_log_density_and_max_activation(listed_features: Sae) -> None:
+    assert listed(density_min="-3", density_max="-0.5") == [3, 5]
+    assert listed(act_min="3", act_max="8") == [3, 7]
+
+
+def test_filters_by_label(listed_features: Sae) -> None:
+    Explanation.objects.create(sae=listed_features, index=5, description="words about happiness and joy")
+    Explanation.objects.create(sae=listed_features, index=6, description="closing brackets")
+    assert listed(label="happy") == [5]
+
+
+def test_an_invalid_filter_is_reported_and_ignored(listed_features: Sae) -> None:
+    page = Client().get(PAGE, {"act_min": "lots"}).content.decode()
+    assert "Enter a number" in page
+    assert listed(act_min="lots") == [3, 4, 5, 6, 7]
+
+
+def test_density_is_shown_as_log10_with_a_bar(listed_features: Sae) -> None:
+    page = Client().get(PAGE, {"dead": "on"}).content.decode()
+    assert '<span class="number">-2.00</span>' in page
+    assert 'style="width:71.4%"' in page  # log10 0.01 = -2, on a bar from -7 to 0
+    assert '<span class="number">dead</span>' in page
+
+
+def test_sort_links_keep_the_filters(listed_features: Sae) -> None:
+    page = Client().get(PAGE, {"act_min": "1", "sort": "density", "order": "desc"}).content.decode()
+    assert "act_min=1" in re.search(r'<a href="([^"]*sort=max_act[^"]*)"', page).group(1)  # type: ignore[union-attr]
+
+
+def test_random_redirects_to_a_live_feature(listed_features: Sae) -> None:
+    for _ in range(10):
+        response = Client().get(f"{PAGE}random")
+        assert response.status_code == 302
+        assert int(response["Location"].rsplit("/", 1)[1]) in {3, 4, 5, 6, 7}
+
+
+def test_random_without_live_features_is_404(listed_features: Sae) -> None:
+    listed_features.published_run.features.update(frac_nonzero=0.0)  # type: ignore[union-attr]
+    assert Client().get(f"{PAGE}random").status_code == 404
+
+
+def test_jump_to_an_index_opens_its_page(listed_features: Sae) -> None:
+    response = Client().get(PAGE, {"index": "6"})
+    assert (response.status_code, response["Location"]) == (302, "/tiny-llama/0-res-8/6")
+
+
+def test_feature_page_links_back_to_the_listing_page_that_holds_it(listed_features: Sae) -> None:
+    assert 'href="/tiny-llama/0-res-8/?dead=on&amp;page=1"' in Client().get(f"{PAGE}1").content.decode()
+    assert 'href="/tiny-llama/0-res-8/?page=1"' in Client().get(f"{PAGE}6").content.decode()
+
+
+def test_sort_queries_use_the_run_indexes(listed_features: Sae) -> None:
+    queryset = sae_features(listed_features, FeatureListing(sort=FeatureSort.DENSITY, descending=True))
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")
+        plan = queryset.explain()
+        cursor.execute("RESET enable_seqscan")
+    assert "feature_run_density" in plan
