@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)/platform:$(CURDIR)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test install install-dev lint typecheck pytest worker web stop clean bench-vs-forward bench-vs-saedashboard bench-gpu bench-ingest
+.PHONY: demo test install install-dev lint typecheck pytest worker web stop clean bench-vs-forward bench-vs-saedashboard bench-gpu bench-ingest bench-api
 
 $(VENV)/.base: requirements/base.txt requirements/constraints.txt
 	$(SYSTEM_PYTHON) -m venv $(VENV)
@@ -26,6 +26,8 @@ $(VENV)/.dev: $(VENV)/.base requirements/dev.txt
 	$(PIP) install -q --no-deps dictionary-learning==0.1.0
 	@command -v docker-compose >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -q docker-compose >/dev/null 2>&1; } \
 		|| echo "note: Debian's docker-compose is not installed; the compose test falls back to checking the YAML."
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
+		|| echo "note: Debian's chromium is not installed; the browser tests (tests/e2e/test_browser.py) will skip."
 	touch $@
 
 install: $(VENV)/.base
@@ -63,6 +65,11 @@ bench-vs-forward: $(VENV)/.dev
 # Writes into a scratch database, atlas_bench_ingest, on DATABASE_URL's server or the embedded one; drops it after.
 bench-ingest: $(VENV)/.dev
 	$(PY) -m bench.ingest $(BENCH_INGEST_ARGS)
+
+# 100,000 synthetic features in a scratch database, atlas_bench_api (dropped after), served by gunicorn on loopback;
+# GET /api/feature and the feature page at a fixed rate from a second process. BENCH_API_ARGS passes flags.
+bench-api: $(VENV)/.base
+	$(PY) -m bench.api $(BENCH_API_ARGS)
 
 # Creates SAEDashboard's own virtual environment under var/bench/ on first use.
 bench-vs-saedashboard: $(VENV)/.dev

@@ -1,7 +1,7 @@
 """Time to write a run's results into Postgres: run_results_publish against the ORM row-per-example writer.
 
 Builds synthetic but realistic FeatureDashboards (default 24,576 features; top 20, 5 intervals x 5, window
-33, logit tables of 10, histograms of 50 bins), then times, in a scratch database it creates and drops
+33, logit tables of 10, histograms of 50 bins, 10 neighbours), then times, in a scratch database it creates and drops
 (`atlas_bench_ingest` on DATABASE_URL's server, or on the embedded Postgres):
   - run_results_publish, the binary COPY of packed dashboards (median of --repeats; every repeat after the
     first also deletes the run it replaces, as a real re-run does);
@@ -108,6 +108,8 @@ def dashboards_synthetic(n_features: int, params: DashboardParams | None = None,
         logit_hist_counts=_counts(rng, np.ones(n_features, dtype=bool), params.logit_hist_bins),
         logit_hist_min=logit_bottom[:, 0].astype(np.float32) - 0.1,
         logit_hist_max=logit_top[:, 0].astype(np.float32) + 0.1,
+        neighbour_ids=rng.integers(0, n_features, (n_features, params.neighbours)),
+        neighbour_cosines=-np.sort(-rng.uniform(0.1, 0.6, (n_features, params.neighbours)), axis=1).astype(np.float32),
     )
 
 

@@ -3,6 +3,8 @@
 Services are imported when a task runs, after the Celery Django fixup has set Django up.
 """
 
+from typing import Any
+
 from celery import Task, shared_task
 
 
@@ -34,3 +36,11 @@ def dashboard_run_metrics(self: Task[[int], None], run_id: int) -> None:
         run_metrics_execute(run_id, attempt=self.request.retries + 1)
     except TaskRetry as retry:
         raise self.retry(countdown=retry.countdown) from retry
+
+
+# A request waits for this one: acknowledged on receipt, since nobody waits for a redelivery.
+@shared_task(name="workers.tasks.text_activations", acks_late=False)
+def text_activations(sae_id: int, text: str, feature: int | None, n_results: int) -> dict[str, Any]:
+    from atlas.saes.execution import text_activations_compute
+
+    return text_activations_compute(sae_id=sae_id, text=text, feature=feature, n_results=n_results)

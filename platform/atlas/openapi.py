@@ -2,12 +2,15 @@
 
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
 from atlas.explanations.models import DESCRIPTION_MAX_LENGTH
-from atlas.features.api import FEATURES_PER_REQUEST
+from atlas.features.api import FEATURES_PER_REQUEST, SEARCH_RESULTS_DEFAULT, SEARCH_RESULTS_MAX
 
 _NAME = {"type": "string", "pattern": r"^[-\w.]+$"}
+# Typed text for a live request: some non-blank character, within the server's limit.
+_TEXT = {"type": "string", "minLength": 1, "maxLength": settings.ATLAS_LIVE_MAX_CHARACTERS, "pattern": r"\S"}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -20,7 +23,9 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*statuses: int) -> dict[str, Any]:
     reasons = {400: "The body is not what the endpoint takes.", 401: "No API key, or one that is not valid.",
-               404: "No such model, SAE, feature or run.", 405: "Another method than the endpoint takes."}
+               404: "No such model, SAE, feature or run.", 405: "Another method than the endpoint takes.",
+               502: "The worker failed to run the text.",
+               503: "No worker answered within ATLAS_LIVE_TIMEOUT_SECONDS; start one with `make worker`."}
     return {str(status): _json(_ref("Error"), reasons[status]) for status in statuses}
 
 
@@ -60,7 +65,30 @@ _SCHEMAS: dict[str, Any] = {
             "pos_values", "neg_values", "freq_hist_data_bar_heights", "freq_hist_data_bar_values",
             "logits_hist_data_bar_heights", "logits_hist_data_bar_values")},
         "activations": {"type": "array", "items": _ref("Activation")},
+        "topkCosSimIndices": {"type": "array", "items": {"type": "integer"},
+                              "description": "the SAE's features with the most similar decoder directions"},
+        "topkCosSimValues": {"type": "array", "items": {"type": "number"},
+                             "description": "their decoder cosine similarities, descending"},
         "explanations": {"type": "array", "items": _ref("Explanation")}}},
+    "ActivationNew": {"type": "object", "required": ["feature", "customText"], "properties": {
+        "feature": {"type": "object", "required": ["modelId", "source", "index"], "properties": {
+            "modelId": _NAME, "source": {**_NAME, "description": "the SAE id; `layer` is taken too"},
+            "index": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": "^[0-9]+$"}]}}},
+        "customText": _TEXT}},
+    "SearchAll": {"type": "object", "required": ["modelId", "text"],
+                  "anyOf": [{"required": ["source"]}, {"required": ["sourceSet"]}], "properties": {
+        "modelId": _NAME, "source": {**_NAME, "description": "one SAE"},
+        "sourceSet": {**_NAME, "description": "every SAE of the model whose id ends in -<sourceSet>"},
+        "text": _TEXT,
+        "numResults": {"type": "integer", "minimum": 1, "maximum": SEARCH_RESULTS_MAX,
+                       "default": SEARCH_RESULTS_DEFAULT}}},
+    "TextActivation": {"type": "object", "required": ["modelId", "layer", "index", "tokens", "values", "maxValue"],
+                       "properties": {
+        "modelId": {"type": "string"}, "layer": {"type": "string"}, "index": {"type": "integer"},
+        "tokens": {"type": "array", "items": {"type": "string"}, "description": "BOS first"},
+        "values": {"type": "array", "items": {"type": "number"}},
+        "maxValue": {"type": "number", "description": "the strongest activation on any token but BOS"},
+        "maxValueTokenIndex": {"type": "integer"}, "minValue": {"type": "number"}}},
     "Run": {"type": "object", "required": ["id", "status", "progressDone", "progressTotal", "shards"],
             "additionalProperties": True, "properties": {
         "id": {"type": "integer"}, "status": {"enum": ["queued", "running", "succeeded", "failed"]},
@@ -89,6 +117,17 @@ _PATHS: dict[str, Any] = {
                 _json({"type": "object", "properties": {"explanation": _ref("Explanation")}}, "Stored."),
                 401, status="201")["post"],
         "security": [{"apiKey": []}]}},
+    "/api/activation/new": _post(
+        "A feature's activation on each token of typed text, computed by a worker (public; waits for it).",
+        _ref("ActivationNew"), _json(_ref("TextActivation"), "The text's tokens and the feature's values."),
+        502, 503),
+    "/api/search-all": _post(
+        "The SAE's features that fire most strongly on typed text, strongest first, computed by a worker.",
+        _ref("SearchAll"),
+        _json({"type": "object", "required": ["result"], "properties": {
+            "tokens": {"type": "array", "items": {"type": "string"}},
+            "result": {"type": "array", "items": _ref("TextActivation")}}}, "The features, strongest first."),
+        502, 503),
     "/api/runs/{runId}": {"get": {
         "summary": "A dashboard run's status and progress, and each shard's.",
         "parameters": [{"name": "runId", "in": "path", "required": True, "schema": {"type": "integer"}}],

@@ -319,12 +319,22 @@ def test_progress_is_reported_per_batch_for_each_phase(run: Run) -> None:
     n_entries = int((run.acts > 0).sum())  # BOS included: its entries are kept for windows
     n_pieces = -(-n_entries // 1000)
     assert n_pieces > 1
-    assert phases == ["forward"] * 5 + ["intervals"] * n_pieces + ["logit lens"] * 10
+    assert phases == ["forward"] * 5 + ["intervals"] * n_pieces + ["logit lens"] * 10 + ["neighbours"] * 2
     assert run.progress[0] == ("forward", 5 * SEQ_LEN, N_SEQS * SEQ_LEN)
     assert run.progress[4] == ("forward", N_SEQS * SEQ_LEN, N_SEQS * SEQ_LEN)
     assert run.progress[5] == ("intervals", 1000, n_entries)
     assert run.progress[4 + n_pieces] == ("intervals", n_entries, n_entries)
-    assert run.progress[-1] == ("logit lens", D_SAE, D_SAE)
+    assert run.progress[-3] == ("logit lens", D_SAE, D_SAE)
+    assert run.progress[-1] == ("neighbours", D_SAE, D_SAE)
+
+
+def test_neighbours_are_the_closest_decoder_directions(run: Run) -> None:
+    directions = run.sae.W_dec.numpy() / np.linalg.norm(run.sae.W_dec.numpy(), axis=1, keepdims=True)
+    cosines = directions @ directions.T
+    np.fill_diagonal(cosines, -np.inf)
+    expected = np.argsort(-cosines, axis=1)[:, : PARAMS.neighbours]
+    np.testing.assert_array_equal(run.result.neighbour_ids, expected)
+    np.testing.assert_allclose(run.result.neighbour_cosines, np.take_along_axis(cosines, expected, axis=1), atol=1e-6)
 
 
 def test_output_shapes_follow_results_py(run: Run) -> None:

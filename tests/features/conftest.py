@@ -22,7 +22,8 @@ N_FEATURES, INDEX = 8, 3
 
 @pytest.fixture
 def published_feature(language_model: LanguageModel, dataset: Any) -> Feature:
-    """Feature 3: one top example and one example in the lower of two intervals; windows of 2 + 1 + 1."""
+    """Feature 3: one top example and one example in the lower of two intervals; windows of 2 + 1 + 1;
+    neighbours 6 (cosine 0.75) and 1 (0.5)."""
     sae = Sae.objects.create(language_model=language_model, slug="0-res-8", hook_name="blocks.0.hook_resid_post",
                              layer=0, architecture="standard", d_in=language_model.d_model, d_sae=N_FEATURES,
                              files_dir="saes/x")
@@ -42,6 +43,7 @@ def published_feature(language_model: LanguageModel, dataset: Any) -> Feature:
     intervals.window_tokens[INDEX, 0, 0] = [-1, -1, 13, 14]
     intervals.window_values[INDEX, 0, 0] = [np.nan, np.nan, 1.5, 0.0]
     dashboards.interval_counts[INDEX] = [3, 1]
+    dashboards.neighbour_ids[INDEX], dashboards.neighbour_cosines[INDEX] = [6, 1], [0.75, 0.5]
     run_results_publish(run=run, dashboards=dashboards)
     return Feature.objects.get(run=run, index=INDEX)
 

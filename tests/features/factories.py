@@ -18,8 +18,9 @@ def examples_empty(n_features: int, slots: tuple[int, ...], window: int) -> Exam
 
 def dashboards_empty(n_features: int, *, top_k: int = 2, n_intervals: int = 2, per_interval: int = 1,
                      window: int = 4, logit_tokens: int = 2, act_hist_bins: int = 2,
-                     logit_hist_bins: int = 3) -> FeatureDashboards:
-    """Features that never fired: every slot empty, every count zero."""
+                     logit_hist_bins: int = 3, neighbours: int = 2) -> FeatureDashboards:
+    """Features that never fired: every slot empty, every count zero; feature i's neighbours are the next ones."""
+    following = (np.arange(n_features)[:, None] + np.arange(1, neighbours + 1)) % max(n_features, 1)
     return FeatureDashboards(
         n_tokens=192,
         frac_nonzero=np.zeros(n_features),
@@ -35,4 +36,6 @@ def dashboards_empty(n_features: int, *, top_k: int = 2, n_intervals: int = 2, p
         logit_hist_counts=np.zeros((n_features, logit_hist_bins), dtype=np.int64),
         logit_hist_min=np.zeros(n_features, dtype=np.float32),
         logit_hist_max=np.zeros(n_features, dtype=np.float32),
+        neighbour_ids=following.astype(np.int64),
+        neighbour_cosines=np.zeros((n_features, neighbours), dtype=np.float32),
     )

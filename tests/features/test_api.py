@@ -42,6 +42,11 @@ def test_top_examples_carry_bin_minus_one_and_intervals_their_bounds(published_f
     assert (interval["binMin"], interval["binMax"], interval["binContains"]) == (0.0, 2.0, 0.75)
 
 
+def test_neighbours_are_listed_by_decoder_cosine(published_feature: Feature) -> None:
+    body = Client().get("/api/feature/tiny-llama/0-res-8/3").json()
+    assert (body["topkCosSimIndices"], body["topkCosSimValues"]) == ([6, 1], [0.75, 0.5])
+
+
 def test_histograms_are_bin_centres_and_counts(published_feature: Feature) -> None:
     body = Client().get("/api/feature/tiny-llama/0-res-8/3").json()
     assert body["freq_hist_data_bar_values"] == [1.0, 3.0]

@@ -33,6 +33,13 @@ def test_feature_page_shades_tokens_with_values_on_hover(published_feature: Feat
     assert 'style="--a:0.250" title="1.000"' in page
 
 
+def test_feature_page_links_to_its_neighbours_with_their_cosines(published_feature: Feature) -> None:
+    page = Client().get("/tiny-llama/0-res-8/3").content.decode()
+    neighbours = page[page.index('class="neighbours"'):]
+    assert neighbours.index('href="/tiny-llama/0-res-8/6"') < neighbours.index('href="/tiny-llama/0-res-8/1"')
+    assert neighbours.index("0.750") < neighbours.index("0.500")
+
+
 def test_unknown_feature_page_is_404_with_the_reason(published_feature: Feature) -> None:
     response = Client().get("/tiny-llama/0-res-8/99")
     assert response.status_code == 404

@@ -43,6 +43,8 @@ def _dashboards(max_act: float, n_features: int = N_FEATURES) -> FeatureDashboar
         logit_hist_counts=np.ones((n_features, 50), dtype=np.int64),
         logit_hist_min=-np.ones(n_features, dtype=np.float32),
         logit_hist_max=np.ones(n_features, dtype=np.float32),
+        neighbour_ids=np.zeros((n_features, 2), dtype=np.int64),
+        neighbour_cosines=np.zeros((n_features, 2), dtype=np.float32),
     )
 
 

@@ -8,7 +8,7 @@ from django.test import Client
 
 from atlas.datasets.models import Dataset
 from atlas.features.models import Feature
-from atlas.features.packing import DashboardLayoutError, dashboard_unpack
+from atlas.features.packing import DashboardLayoutError, StoredExample, dashboard_unpack
 from atlas.features.services import run_results_publish
 from atlas.lms.models import LanguageModel
 from atlas.lms.selectors import tokens_text, vocabulary_for
@@ -92,6 +92,8 @@ def test_api_shows_what_the_dashboard_pass_produced(synthetic: tuple[Sae, Featur
         assert body["neg_values"] == dashboards.logit_bottom_values[index].astype(float).tolist()
         assert body["freq_hist_data_bar_heights"] == dashboards.act_hist_counts[index].tolist()
         assert body["logits_hist_data_bar_heights"] == dashboards.logit_hist_counts[index].tolist()
+        assert body["topkCosSimIndices"] == dashboards.neighbour_ids[index].tolist()
+        assert body["topkCosSimValues"] == dashboards.neighbour_cosines[index].astype(float).tolist()
 
 
 def test_top_example_peaks_at_exactly_the_max_activation(synthetic: tuple[Sae, FeatureDashboards],
@@ -118,7 +120,8 @@ def test_tokens_and_values_take_two_bytes_each(synthetic: tuple[Sae, FeatureDash
     sae, _ = synthetic
     blob = bytes(Feature.objects.filter(run_id=sae.published_run_id)[0].dashboard)
     slots = PARAMS.top_k + PARAMS.n_intervals * PARAMS.examples_per_interval
-    tables = 8 * (PARAMS.n_intervals + PARAMS.act_hist_bins + PARAMS.logit_hist_bins) + 16 * PARAMS.logit_tokens
+    tables = (8 * (PARAMS.n_intervals + PARAMS.act_hist_bins + PARAMS.logit_hist_bins) + 16 * PARAMS.logit_tokens
+              + 8 * PARAMS.neighbours)
     assert len(blob) - tables < slots * PARAMS.window * 4 + 64
 
 
@@ -133,6 +136,22 @@ def test_token_ids_beyond_sixteen_bits_are_kept(language_model: LanguageModel, d
     stored = dashboard_unpack(bytes(Feature.objects.get(run_id=sae.published_run_id).dashboard))
     assert (stored.top[0].token_ids, stored.top[0].values, stored.top[0].focus) == (
         [65_534, 65_535, 200_000], [0.0, 2.0, 1.0], 1)
+
+
+# Written by layout version 1 (before neighbours): focus 1, one top slot and two intervals of one slot, window 3.
+VERSION_1_BLOB = bytes.fromhex(
+    "01020300010001000200010002000200030000000040000000000000d03f000000000000e83f03000000000000000100000000000000"
+    "010000000000000002000000000000000100000000000000000080bf0000c03f07000000050000000000c03f0000003f020000000300"
+    "0000000080bf000000bfffff0a000b000c000d000e00ffffffffffff007e003c0034000000380000007e007e007e"
+)
+
+
+def test_a_version_1_blob_still_decodes_without_neighbours() -> None:
+    stored = dashboard_unpack(VERSION_1_BLOB)
+    assert (stored.top[0].token_ids, stored.top[0].values, stored.top[0].focus) == ([10, 11], [2.0, 0.5], 0)
+    assert stored.intervals == [[StoredExample([12, 13, 14], [0.0, 1.0, 0.0], 1)], []]
+    assert (stored.interval_shares, stored.logit_top_ids, stored.logit_hist_max) == ([0.25, 0.75], [7, 5], 1.5)
+    assert (stored.neighbour_ids, stored.neighbour_cosines) == ([], [])
 
 
 def test_a_blob_of_another_layout_is_refused_with_its_version(published_feature: Feature) -> None:

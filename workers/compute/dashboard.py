@@ -9,7 +9,7 @@ The work splits in two so that a run can be sharded across workers:
 - `dashboards_finish` merges the shards exactly, then makes a second pass over the kept activations
   only (no model, no encoder) for what needs the final maxima: interval counts, histograms and
   interval samples. Windows around examples come from the kept activations too; the logit lens
-  (W_dec @ W_U) needs no tokens at all.
+  (W_dec @ W_U) and the decoder-cosine neighbours need no tokens at all.
 
 `dashboards_compute` is both halves over all tokens, for a run that is not sharded.
 """
@@ -26,6 +26,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
+from workers.compute.neighbours import decoder_neighbours
 from workers.compute.results import ActiveLayout, DashboardParams, Examples, FeatureDashboards, ShardState
 from workers.compute.sae import SparseAutoencoder
 
@@ -177,6 +178,9 @@ def dashboards_finish(
             logit_lens = _logit_lens(model, sae, params, report)
         else:
             logit_lens = _logit_lens_empty(sae, params)
+        report("neighbours", 0, sae.d_sae)
+        neighbour_ids, neighbour_cosines = decoder_neighbours(sae.W_dec, params.neighbours)
+        report("neighbours", sae.d_sae, sae.d_sae)
         top_examples = _top_examples(top, active, layout, tokens, params)
         interval_examples = _interval_examples(samples, active, layout, tokens, params)
     n_tokens = tokens.shape[0] * (tokens.shape[1] - _first_pos(params))
@@ -195,6 +199,8 @@ def dashboards_finish(
         logit_hist_counts=logit_lens.hist_counts.cpu().numpy().astype(np.int64),
         logit_hist_min=logit_lens.hist_min.cpu().numpy().astype(np.float32),
         logit_hist_max=logit_lens.hist_max.cpu().numpy().astype(np.float32),
+        neighbour_ids=neighbour_ids,
+        neighbour_cosines=neighbour_cosines,
     )
 
 

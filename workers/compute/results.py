@@ -19,6 +19,7 @@ class DashboardParams:
     act_hist_bins: int = 50
     logit_hist_bins: int = 50
     logit_tokens: int = 10
+    neighbours: int = 10  # features of the same SAE listed by decoder cosine similarity
     batch_size: int = 8
     seed: int = 0
     # The first token of every sequence is BOS, whose activations are an artefact of attention sinks.
@@ -61,6 +62,8 @@ class FeatureDashboards:
     logit_hist_counts: npt.NDArray[np.int64]  # [F, logit_hist_bins] over [min, max] of the feature's logits
     logit_hist_min: npt.NDArray[np.float32]  # [F]
     logit_hist_max: npt.NDArray[np.float32]  # [F]
+    neighbour_ids: npt.NDArray[np.int64]  # [F, neighbours] other features by decoder cosine, descending
+    neighbour_cosines: npt.NDArray[np.float32]  # [F, neighbours]
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ a fixed header that gives the sizes of everything after it, so a blob decodes wi
     logit_tokens        uint16             L, entries in each logit table
     act_hist_bins       uint16             B_act
     logit_hist_bins     uint16             B_logit
+    neighbours          uint16             N, nearest features by decoder cosine (version 2 on)
     scale               float32            what example values are divided by: max_act, or 1 if it is 0
     interval_shares     float64[I]         share of the feature's active tokens in each interval
     act_hist_counts     int64[B_act]       equal-width bins over (0, max_act]
@@ -27,7 +28,11 @@ a fixed header that gives the sizes of everything after it, so a blob decodes wi
     tokens              uint16|int32[S, W] S = K + I*P slots: top slots by rank, then each interval's
                                            slots by rank, interval 0 first; an empty slot is all outside
     values              float16[S, W]      activation / scale, NaN outside the sequence
+    neighbour_ids       int32[N]           other features of the SAE, by decoder cosine descending
+    neighbour_cosines   float32[N]
 
+Version 1 blobs, written before neighbours existed, lack the `neighbours` header field and the two arrays
+after `values`; they still decode, with no neighbours.
 Dividing by the feature's maximum keeps large activations inside float16's range, and makes the top
 example's peak decode to exactly max_act (1.0 * scale), so a page's numbers agree with each other.
 """
@@ -37,7 +42,7 @@ from dataclasses import astuple, dataclass, fields
 import numpy as np
 import numpy.typing as npt
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 _OUTSIDE_UINT16 = 0xFFFF
 
 
@@ -58,15 +63,17 @@ class Layout:
     logit_tokens: int
     act_hist_bins: int
     logit_hist_bins: int
+    neighbours: int
 
     @property
     def slots(self) -> int:
         return self.n_top + self.n_intervals * self.per_interval
 
-    def dtype(self) -> np.dtype[np.void]:
+    def dtype(self, version: int = LAYOUT_VERSION) -> np.dtype[np.void]:
         slots = (self.slots, self.window)
+        neighbours = [("neighbour_ids", "<i4", (self.neighbours,)), ("neighbour_cosines", "<f4", (self.neighbours,))]
         return np.dtype([
-            ("header", _HEADER),
+            ("header", _HEADERS[version]),
             ("scale", "<f4"),
             ("interval_shares", "<f8", (self.n_intervals,)),
             ("act_hist_counts", "<i8", (self.act_hist_bins,)),
@@ -78,11 +85,17 @@ class Layout:
             ("logit_bottom_values", "<f4", (self.logit_tokens,)),
             ("tokens", "<u2" if self.token_bytes == 2 else "<i4", slots),
             ("values", "<f2", slots),
+            *(neighbours if version >= 2 else []),
         ])
 
 
-# The header is the version, then the layout's fields in order: token_bytes as uint8, the rest as uint16.
-_HEADER = np.dtype([("version", "u1"), ("token_bytes", "u1"), *((field.name, "<u2") for field in fields(Layout)[1:])])
+def _header(layout_fields: list[str]) -> np.dtype[np.void]:
+    """The version, then the layout's fields in order: token_bytes as uint8, the rest as uint16."""
+    return np.dtype([("version", "u1"), ("token_bytes", "u1"), *((name, "<u2") for name in layout_fields[1:])])
+
+
+_LAYOUT_FIELDS = [field.name for field in fields(Layout)]
+_HEADERS = {1: _header(_LAYOUT_FIELDS[:-1]), 2: _header(_LAYOUT_FIELDS)}
 
 
 @dataclass(frozen=True)
@@ -111,6 +124,8 @@ class StoredDashboard:
     logit_top_values: list[float]
     logit_bottom_ids: list[int]
     logit_bottom_values: list[float]
+    neighbour_ids: list[int]
+    neighbour_cosines: list[float]
 
 
 def features_pack(
@@ -129,16 +144,21 @@ def features_pack(
     window_tokens: npt.NDArray[np.integer],  # [F, S, W], -1 outside the sequence and in empty slots
     window_values: npt.NDArray[np.floating],  # [F, S, W]
     n_top: int,
+    neighbour_ids: npt.NDArray[np.integer] | None = None,  # [F, N]; None for results computed without them
+    neighbour_cosines: npt.NDArray[np.floating] | None = None,  # [F, N]
 ) -> npt.NDArray[np.void]:
     """Pack F features at once; row i's bytes are feature i's blob."""
     n_features, n_slots, window = window_tokens.shape
+    if neighbour_ids is None or neighbour_cosines is None:
+        neighbour_ids = np.zeros((n_features, 0), dtype=np.int32)
+        neighbour_cosines = np.zeros((n_features, 0), dtype=np.float32)
     n_intervals = interval_shares.shape[1]
     per_interval = (n_slots - n_top) // n_intervals if n_intervals else 0
     if n_top + n_intervals * per_interval != n_slots:
         raise DashboardLayoutError(f"{n_slots} example slots are not {n_top} top slots plus {n_intervals} intervals.")
     token_bytes = 2 if window_tokens.size == 0 or int(window_tokens.max()) < _OUTSIDE_UINT16 else 4
     layout = Layout(token_bytes, window, focus, n_top, n_intervals, per_interval, logit_top_ids.shape[1],
-                    act_hist_counts.shape[1], logit_hist_counts.shape[1])
+                    act_hist_counts.shape[1], logit_hist_counts.shape[1], neighbour_ids.shape[1])
     rows = np.zeros(n_features, dtype=layout.dtype())
     rows["header"] = (LAYOUT_VERSION, *astuple(layout))
     scale = np.where(max_act > 0, max_act, 1.0).astype(np.float32)
@@ -154,16 +174,21 @@ def features_pack(
     # int32 -1 wraps to 0xFFFF when cast to uint16, which is the outside marker.
     rows["tokens"] = window_tokens.astype(np.int32).astype(rows["tokens"].dtype)
     rows["values"] = (window_values.astype(np.float32) / scale[:, None, None]).astype(np.float16)
+    rows["neighbour_ids"] = neighbour_ids
+    rows["neighbour_cosines"] = neighbour_cosines
     return rows
 
 
-def _layout_read(blob: bytes) -> Layout:
-    if len(blob) < _HEADER.itemsize:
+def _layout_read(blob: bytes) -> tuple[int, Layout]:
+    """The blob's layout version and sizes; version 1 headers have no neighbours field."""
+    version = blob[0] if blob else 0
+    if version not in _HEADERS:
+        raise DashboardLayoutError(f"Stored dashboard layout {version} is not one of {sorted(_HEADERS)}.")
+    header_dtype = _HEADERS[version]
+    if len(blob) < header_dtype.itemsize:
         raise DashboardLayoutError(f"A stored dashboard of {len(blob)} bytes is shorter than its header.")
-    header = np.frombuffer(blob, dtype=_HEADER, count=1)[0]
-    if header["version"] != LAYOUT_VERSION:
-        raise DashboardLayoutError(f"Stored dashboard layout {header['version']} is not {LAYOUT_VERSION}.")
-    return Layout(*(int(value) for value in header.item()[1:]))
+    sizes = [int(value) for value in np.frombuffer(blob, dtype=header_dtype, count=1)[0].item()[1:]]
+    return version, Layout(*sizes, *([0] if version == 1 else []))
 
 
 def _example(tokens: npt.NDArray[np.int32], values: npt.NDArray[np.float64], focus: int) -> StoredExample | None:
@@ -182,8 +207,8 @@ def _examples(tokens: npt.NDArray[np.int32], values: npt.NDArray[np.float64], fo
 
 def dashboard_unpack(blob: bytes) -> StoredDashboard:
     """One feature's blob back into lists, example windows trimmed to the sequence."""
-    layout = _layout_read(blob)
-    dtype = layout.dtype()
+    version, layout = _layout_read(blob)
+    dtype = layout.dtype(version)
     if len(blob) != dtype.itemsize:
         raise DashboardLayoutError(f"A stored dashboard has {len(blob)} bytes; its header says {dtype.itemsize}.")
     row = np.frombuffer(blob, dtype=dtype, count=1)[0]
@@ -211,4 +236,6 @@ def dashboard_unpack(blob: bytes) -> StoredDashboard:
         logit_top_values=row["logit_top_values"].astype(np.float64).tolist(),
         logit_bottom_ids=row["logit_bottom_ids"].tolist(),
         logit_bottom_values=row["logit_bottom_values"].astype(np.float64).tolist(),
+        neighbour_ids=row["neighbour_ids"].tolist() if version >= 2 else [],
+        neighbour_cosines=row["neighbour_cosines"].astype(np.float64).tolist() if version >= 2 else [],
     )

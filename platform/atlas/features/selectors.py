@@ -71,6 +71,8 @@ class FeatureView:
     neg_logits: list[tuple[str, float]]
     act_hist: Histogram
     logit_hist: Histogram
+    # Other features of the SAE with the most similar decoder directions: (index, cosine), descending.
+    neighbours: list[tuple[int, float]] = field(default_factory=list)
     explanations: list[Explanation] = field(default_factory=list)
 
 
@@ -90,6 +92,16 @@ def sae_get(model_slug: str, sae_slug: str) -> Sae:
             raise NotFound(f"No model '{model_slug}'. The home page lists the models this server has.")
         raise NotFound(f"Model '{model_slug}' has no SAE '{sae_slug}'.")
     return sae
+
+
+def saes_list() -> list[Sae]:
+    return list(Sae.objects.select_related("language_model").order_by("language_model__slug", "slug"))
+
+
+def saes_of_source_set(model_slug: str, source_set: str) -> list[Sae]:
+    """A model's SAEs in a Neuronpedia source set: `5-res-jb` is layer 5 of set `res-jb`; an exact slug counts too."""
+    saes = Sae.objects.select_related("language_model").filter(language_model__slug=model_slug).order_by("slug")
+    return [sae for sae in saes if sae.slug == source_set or sae.slug.endswith(f"-{source_set}")]
 
 
 def _example_view(example: StoredExample, vocabulary: tuple[str, ...], **bounds: float) -> ExampleView:
@@ -149,6 +161,7 @@ def _feature_view(sae: Sae, feature: Feature, vocabulary: tuple[str, ...],
                             strict=True)),
         act_hist=_histogram(0.0, feature.max_act, stored.act_hist_counts),
         logit_hist=_histogram(stored.logit_hist_min, stored.logit_hist_max, stored.logit_hist_counts),
+        neighbours=list(zip(stored.neighbour_ids, stored.neighbour_cosines, strict=True)),
         explanations=explanations,
     )
 
@@ -186,6 +199,9 @@ def feature_payload(view: FeatureView) -> dict[str, Any]:
         "logits_hist_data_bar_heights": view.logit_hist.heights,
         "logits_hist_data_bar_values": view.logit_hist.centers,
         "activations": [_activation_payload(example) for example in view.top + view.intervals],
+        # Neuronpedia's names for the nearest features by decoder cosine similarity (self excluded here).
+        "topkCosSimIndices": [index for index, _ in view.neighbours],
+        "topkCosSimValues": [cosine for _, cosine in view.neighbours],
         "explanations": [explanation_payload(explanation) for explanation in view.explanations],
     }
 

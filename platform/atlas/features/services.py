@@ -62,6 +62,8 @@ def _dashboards_pack(dashboards: FeatureDashboards, start: int, stop: int, focus
         window_tokens=np.concatenate([top_tokens, interval_tokens], axis=1),
         window_values=np.concatenate([top_values, interval_values], axis=1),
         n_top=top_tokens.shape[1],
+        neighbour_ids=dashboards.neighbour_ids[part],
+        neighbour_cosines=dashboards.neighbour_cosines[part],
     )
 
 

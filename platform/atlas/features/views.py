@@ -1,11 +1,13 @@
-"""HTML pages: home, an SAE's feature list with its run progress, and one feature's dashboard."""
+"""HTML pages: home, an SAE's feature list with its run progress, one feature's dashboard, activation search."""
 
+from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from atlas.datasets.selectors import datasets_list
 from atlas.explanations.forms import ExplanationForm
 from atlas.explanations.selectors import feature_explanations
+from atlas.features.api import SEARCH_RESULTS_DEFAULT, SEARCH_RESULTS_MAX
 from atlas.features.forms import FeatureListForm
 from atlas.features.selectors import (
     FeatureSort,
@@ -16,6 +18,7 @@ from atlas.features.selectors import (
     sae_features_page,
     sae_get,
     sae_latest_run,
+    saes_list,
     saes_with_latest_run,
 )
 from atlas.lms.selectors import language_models_list
@@ -72,9 +75,26 @@ def feature_page(request: HttpRequest, model_id: str, sae_id: str, index: int) -
         "sae": view.sae,
         "list_query": feature_list_query(view.feature),
         "explanation_form": ExplanationForm(),
+        "live_max_characters": settings.ATLAS_LIVE_MAX_CHARACTERS,
+        "neighbour_labels": feature_explanations(view.sae, [neighbour for neighbour, _ in view.neighbours]),
         "act_hist": {"x": view.act_hist.centers, "y": view.act_hist.heights},
         "logit_hist": {"x": view.logit_hist.centers, "y": view.logit_hist.heights},
         "previous_index": index - 1 if index > 0 else None,
         "next_index": index + 1 if index + 1 < view.sae.d_sae else None,
     }
     return render(request, "feature.html", context)
+
+
+def activation_search(request: HttpRequest) -> HttpResponse:
+    """Typed text in, the SAE's strongest features out; the page asks POST /api/search-all from the browser."""
+    saes = saes_list()
+    model, source = request.GET.get("model", ""), request.GET.get("source", "")
+    selected = next((sae for sae in saes if (sae.language_model.slug, sae.slug) == (model, source)), None)
+    context = {
+        "saes": saes,
+        "selected": selected,
+        "results_default": SEARCH_RESULTS_DEFAULT,
+        "results_max": SEARCH_RESULTS_MAX,
+        "live_max_characters": settings.ATLAS_LIVE_MAX_CHARACTERS,
+    }
+    return render(request, "activation_search.html", context)

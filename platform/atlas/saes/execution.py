@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 from django.conf import settings
@@ -28,9 +29,10 @@ from atlas.datasets.selectors import dataset_tokens
 from atlas.features.services import run_results_publish
 from atlas.lms.models import LanguageModel
 from atlas.lms.selectors import language_model_source
-from atlas.saes.models import DashboardRun, DashboardShard, RunMetrics
+from atlas.saes.models import DashboardRun, DashboardShard, RunMetrics, Sae
 from workers.compute.dashboard import dashboards_finish, shard_pass
 from workers.compute.language_model import load_language_model
+from workers.compute.live import LiveTextError, TextActivations, feature_activations_on_text, top_features_on_text
 from workers.compute.metrics import SaeMetrics, sae_metrics
 from workers.compute.results import DashboardParams
 from workers.compute.sae import SaeFormatError, SparseAutoencoder, sae_load
@@ -128,8 +130,9 @@ def dashboard_run_fail(run_id: int, message: str) -> None:
     )
 
 
-def _sae_for(run: DashboardRun, device: str) -> SparseAutoencoder:
-    return sae_load(run.sae.files_path, device=device, dtype=worker_dtype(device))
+def _sae_for(sae: Sae, device: str) -> SparseAutoencoder:
+    # Not cached: on the CPU the tensors stay memory-mapped from the file, which may be replaced meanwhile.
+    return sae_load(sae.files_path, device=device, dtype=worker_dtype(device))
 
 
 def shard_execute(shard_id: int) -> None:
@@ -173,9 +176,8 @@ def _shard_compute(shard: DashboardShard, device: str, directory: Path) -> None:
     run = shard.run
     model = _model_for(run.sae.language_model, device)
     tokens = dataset_tokens(run.dataset, run.n_sequences)[shard.first_seq : shard.stop_seq]
-    state = shard_pass(
-        model, _sae_for(run, device), tokens, run.sae.hook_name, shard.first_seq, _params(run), _shard_progress(shard)
-    )
+    sae = _sae_for(run.sae, device)
+    state = shard_pass(model, sae, tokens, run.sae.hook_name, shard.first_seq, _params(run), _shard_progress(shard))
     shard_state_save(state, directory)
 
 
@@ -223,7 +225,7 @@ def run_merge(run_id: int, attempt: int) -> None:
         model = _model_for(run.sae.language_model, device)
         tokens = dataset_tokens(run.dataset, run.n_sequences)
         progress = _run_progress(run_id)
-        dashboards = dashboards_finish(states, tokens, model, _sae_for(run, device), _params(run), progress)
+        dashboards = dashboards_finish(states, tokens, model, _sae_for(run.sae, device), _params(run), progress)
         progress("saving", 0, run.sae.d_sae)
         run_results_publish(run=run, dashboards=dashboards)
     except SaeFormatError as error:
@@ -270,7 +272,7 @@ def run_metrics_execute(run_id: int, attempt: int) -> None:
 def _run_metrics_compute(run: DashboardRun, device: str) -> SaeMetrics:
     model = _model_for(run.sae.language_model, device)
     tokens = dataset_tokens(run.dataset, min(run.n_sequences, settings.ATLAS_METRICS_SEQUENCES))
-    return sae_metrics(model, _sae_for(run, device), tokens, run.sae.hook_name, batch_size=run.batch_size)
+    return sae_metrics(model, _sae_for(run.sae, device), tokens, run.sae.hook_name, batch_size=run.batch_size)
 
 
 def _run_metrics_store(metrics: RunMetrics, computed: SaeMetrics) -> None:
@@ -296,3 +298,33 @@ def dashboard_run_execute(run_id: int) -> None:
     if not run.is_finished:
         run_merge(run_id, attempt=settings.ATLAS_TASK_ATTEMPTS)
     run_metrics_execute(run_id, attempt=settings.ATLAS_TASK_ATTEMPTS)
+
+
+def text_activations_compute(*, sae_id: int, text: str, feature: int | None, n_results: int) -> dict[str, Any]:
+    """Run typed text through the SAE's model and the SAE (the live-activation task's body).
+
+    With a feature: that feature's activation on each token; without: the n_results features that fire
+    most strongly on the text. Plain lists for the result backend, or {"error": message} for text or a
+    feature that cannot be run, which the web turns into a 400.
+    """
+    sae = Sae.objects.select_related("language_model").filter(pk=sae_id).first()
+    if sae is None:
+        return {"error": f"SAE {sae_id} no longer exists."}
+    device = worker_device()
+    model = _model_for(sae.language_model, device)
+    try:
+        if feature is None:
+            found = top_features_on_text(model, _sae_for(sae, device), sae.hook_name, text, n_results)
+        else:
+            found = feature_activations_on_text(model, _sae_for(sae, device), sae.hook_name, text, feature)
+    except LiveTextError as error:
+        return {"error": str(error)}
+    return _text_activations_payload(found)
+
+
+def _text_activations_payload(found: TextActivations) -> dict[str, Any]:
+    return {
+        "tokenIds": found.token_ids.tolist(),
+        "features": found.features.tolist(),
+        "values": found.values.astype(float).tolist(),
+    }

@@ -1,0 +1,247 @@
+"""Latency and throughput of GET /api/feature and the feature page, served by gunicorn, at a fixed request rate.
+
+Stores --features synthetic features (default 100,000, the dashboards bench/ingest.py builds) in a scratch
+database it creates and drops (`atlas_bench_api` on DATABASE_URL's server, or on the embedded Postgres), serves
+them with gunicorn on loopback, and from a second process sends GETs for random feature indexes at a fixed
+rate (default 300 per second for 20 s, first the API, then the page). The load is open-loop: each request is
+sent when it is due, whether or not earlier ones have been answered, and its latency counts from when it was
+due, so a server that falls behind shows it instead of slowing the client down. Any answer but a 200, and any
+request unanswered after --timeout seconds, is an error.
+Prints p50/p90/p99/max latency and requests per second for both, then
+`RESULT api_p99_ms=...`, `RESULT api_rps=...`, `RESULT api_errors=...` (and the same for the page).
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from bench.ingest import ROOT, VOCABULARY, _server_urls, dashboards_synthetic
+
+SCRATCH_DATABASE = "atlas_bench_api"
+MODEL, SAE = "bench", "bench-api"
+HOST = "127.0.0.1"
+# Requests sent before measuring, so every worker has its database connection and the vocabulary loaded.
+WARMUP_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What the load process saw: each answered request's latency, the errors, and the span they took."""
+
+    latencies_ms: list[float]
+    errors: int
+    seconds: float
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies_ms) / self.seconds if self.seconds > 0 else 0.0
+
+    def percentile(self, share: float) -> float:
+        return float(np.percentile(self.latencies_ms, share)) if self.latencies_ms else float("nan")
+
+
+async def _status(port: int, path: str) -> bytes:
+    """One GET on a fresh connection (gunicorn's sync workers close it after each answer), read to the end."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode())
+        status_line = await reader.readline()
+        await reader.read()
+    finally:
+        writer.close()
+    return status_line.split(b" ")[1]
+
+
+async def _get(port: int, path: str, due: float, timeout: float) -> float | None:
+    """The latency in ms from when the request was due, or None for an error or no answer within timeout."""
+    loop = asyncio.get_running_loop()
+    try:
+        status = await asyncio.wait_for(_status(port, path), timeout)
+    except (OSError, TimeoutError, IndexError):
+        return None
+    return (loop.time() - due) * 1000 if status == b"200" else None
+
+
+async def _load(port: int, paths: list[str], rate: float, timeout: float) -> LoadResult:
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.1
+    requests: list[asyncio.Task[float | None]] = []
+    for number, path in enumerate(paths):
+        due = start + number / rate
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        requests.append(asyncio.create_task(_get(port, path, due, timeout)))
+    answers = await asyncio.gather(*requests)
+    latencies = [latency for latency in answers if latency is not None]
+    return LoadResult(latencies_ms=latencies, errors=len(answers) - len(latencies), seconds=loop.time() - start)
+
+
+def feature_paths(kind: str, n_features: int, count: int, seed: int) -> list[str]:
+    """Random feature indexes, as /api/feature/<model>/<sae>/<index> or the page /<model>/<sae>/<index>."""
+    prefix = f"/api/feature/{MODEL}/{SAE}" if kind == "api" else f"/{MODEL}/{SAE}"
+    indexes = random.Random(seed).choices(range(n_features), k=count)
+    return [f"{prefix}/{index}" for index in indexes]
+
+
+def load_from_second_process(port: int, kind: str, n_features: int, rate: float, seconds: float,
+                             timeout: float, seed: int) -> LoadResult:
+    """Runs this module's --load mode in another Python process, so the client never shares the server's CPU
+    time slices through one interpreter."""
+    command = [sys.executable, "-m", "bench.api", "--load", kind, "--port", str(port),
+               "--features", str(n_features), "--rate", str(rate), "--seconds", str(seconds),
+               "--timeout", str(timeout), "--seed", str(seed)]
+    done = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True)
+    return LoadResult(**json.loads(done.stdout))
+
+
+@contextmanager
+def scratch_database() -> Iterator[str]:
+    """A fresh, migrated atlas_bench_api that Django points at, dropped afterwards; yields its URL."""
+    admin_url, other_scratch_url = _server_urls()
+    url = urlunsplit(urlsplit(other_scratch_url)._replace(path=f"/{SCRATCH_DATABASE}"))
+    _scratch_reset(admin_url, create=True)
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "atlas.settings")
+    import django
+    from django.core.management import call_command
+    from django.db import connections
+
+    django.setup()
+    try:
+        call_command("migrate", verbosity=0)
+        yield url
+    finally:
+        connections.close_all()
+        _scratch_reset(admin_url, create=False)
+
+
+def _scratch_reset(admin_url: str, create: bool) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(SCRATCH_DATABASE)))
+        if create:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(SCRATCH_DATABASE)))
+
+
+def features_store(n_features: int) -> None:
+    """The SAE, its published run of synthetic dashboards, and a vocabulary for the token text."""
+    from atlas.features.services import run_results_publish
+    from atlas.lms.models import Vocabulary
+    from bench.ingest_orm_baseline import records_make, run_make
+    from workers.compute.results import DashboardParams
+
+    params = DashboardParams()
+    sae = records_make(n_features, slug=SAE)
+    Vocabulary.objects.create(language_model=sae.language_model,
+                              tokens=[f" word{token_id}" for token_id in range(VOCABULARY)])
+    run_results_publish(run=run_make(sae, params), dashboards=dashboards_synthetic(n_features, params))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def gunicorn_serving(database_url: str, workers: int) -> Iterator[int]:
+    """gunicorn on loopback against the scratch database; yields its port once it answers."""
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": "bench-api", "DEBUG": "false",
+           "LOG_LEVEL": "WARNING"}
+    command = [sys.executable, "-m", "gunicorn", "atlas.wsgi", "--pythonpath", "platform",
+               "--bind", f"{HOST}:{port}", "--workers", str(workers), "--log-level", "warning"]
+    server = subprocess.Popen(command, cwd=ROOT, env=env)
+    try:
+        _wait_until_answering(port, server)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _wait_until_answering(port: int, server: subprocess.Popen[bytes], seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with status {server.returncode}")
+        try:
+            if asyncio.run(_status(port, f"/api/feature/{MODEL}/{SAE}/0")) == b"200":
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"gunicorn did not answer on port {port} within {seconds:.0f} s")
+
+
+def report(name: str, result: LoadResult, rate: float) -> None:
+    print(f"{name}: {len(result.latencies_ms)} answered, {result.errors} errors, {result.rps:.1f} req/s "
+          f"(asked {rate:.0f}); latency ms p50 {result.percentile(50):.1f}, p90 {result.percentile(90):.1f}, "
+          f"p99 {result.percentile(99):.1f}, max {max(result.latencies_ms, default=float('nan')):.1f}")
+
+
+def load_main(args: argparse.Namespace) -> None:
+    """The second process: send the requests, print what happened as JSON."""
+    paths = feature_paths(args.load, args.features, round(args.rate * args.seconds), seed=args.seed)
+    result = asyncio.run(_load(args.port, paths, args.rate, args.timeout))
+    print(json.dumps(asdict(result)))
+
+
+def bench_main(args: argparse.Namespace) -> None:
+    started = time.perf_counter()
+    with scratch_database() as database_url:
+        features_store(args.features)
+        print(f"stored {args.features} features in {time.perf_counter() - started:.1f} s")
+        with gunicorn_serving(database_url, args.workers) as port:
+            results: dict[str, LoadResult] = {}
+            for kind, rate in (("api", args.rate), ("page", args.page_rate)):
+                # The warm-up asks for other features than the measured load, whose rows it must not cache.
+                load_from_second_process(port, kind, args.features, rate, WARMUP_SECONDS, args.timeout,
+                                         seed=args.seed + 1)
+                results[kind] = load_from_second_process(port, kind, args.features, rate, args.seconds,
+                                                         args.timeout, seed=args.seed)
+    print(f"{args.features} features, gunicorn with {args.workers} sync workers, {os.cpu_count()} CPUs, "
+          f"{args.seconds:.0f} s per load at a fixed rate from a second process on loopback")
+    report("GET /api/feature", results["api"], args.rate)
+    report("GET feature page", results["page"], args.page_rate)
+    for kind, result in results.items():
+        print(f"RESULT {kind}_p99_ms={result.percentile(99):.1f}")
+        print(f"RESULT {kind}_rps={result.rps:.1f}")
+        print(f"RESULT {kind}_errors={result.errors}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--features", type=int, default=100_000)
+    parser.add_argument("--rate", type=float, default=300.0, help="API requests per second")
+    parser.add_argument("--page-rate", type=float, default=50.0,
+                        help="feature page requests per second (a page costs several times an API answer)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each measured load")
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn sync workers")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds before a request counts as an error")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--load", choices=["api", "page"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load:
+        load_main(args)
+    else:
+        bench_main(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Live activations: a worker runs typed text through the model and SAE while the web request waits for it.
+
+The request sends one task to the GPU queue and waits ATLAS_LIVE_TIMEOUT_SECONDS for its result in the
+result backend; the task expires at the same moment, so a worker that starts later never computes an
+answer nobody is waiting for.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+from django.conf import settings
+
+from atlas.celery import app as celery_app
+from atlas.lms.selectors import tokens_text, vocabulary_for
+from atlas.saes.models import Sae
+
+LIVE_TASK = "workers.tasks.text_activations"
+
+
+class LiveActivationError(Exception):
+    """A live request that got no answer; the message says what to do about it."""
+
+
+class WorkerUnavailable(LiveActivationError):
+    """No worker took the task within the timeout."""
+
+
+class WorkerFailed(LiveActivationError):
+    """The worker took the task and raised an error."""
+
+
+class LiveTextRefused(LiveActivationError):
+    """The worker could not run this text or feature (no tokens, a feature the SAE lacks)."""
+
+
+@dataclass(frozen=True)
+class FeatureOnText:
+    index: int
+    values: list[float]  # one per token, BOS first
+
+    @property
+    def max_value(self) -> float:
+        """The strongest activation on any token but BOS, which counts nowhere as in the dashboards."""
+        return max(self.values[1:], default=0.0)
+
+    @property
+    def max_value_token_index(self) -> int:
+        return self.values.index(self.max_value, 1) if len(self.values) > 1 else 0
+
+
+@dataclass(frozen=True)
+class LiveActivations:
+    tokens: list[str]  # BOS first, as the vocabulary shows them
+    features: list[FeatureOnText]
+
+
+def no_worker_message() -> str:
+    seconds = f"{settings.ATLAS_LIVE_TIMEOUT_SECONDS:g}"
+    return (f"No worker answered within {seconds} s; start one with `make worker` (a worker busy with a "
+            f"dashboard run answers when its shard ends).")
+
+
+def _worker_answer(**task_kwargs: Any) -> dict[str, Any]:
+    timeout = settings.ATLAS_LIVE_TIMEOUT_SECONDS
+    result = celery_app.send_task(LIVE_TASK, kwargs=task_kwargs, queue=settings.ATLAS_GPU_QUEUE, expires=timeout)
+    try:
+        answer = result.get(timeout=timeout, propagate=False)
+    except CeleryTimeoutError as error:
+        raise WorkerUnavailable(no_worker_message()) from error
+    finally:
+        result.forget()
+    if result.failed() or not isinstance(answer, dict):
+        raise WorkerFailed(f"The worker failed to run the text: {answer!r}.")
+    if "error" in answer:
+        raise LiveTextRefused(str(answer["error"]))
+    return answer
+
+
+def _live_activations(sae: Sae, answer: dict[str, Any]) -> LiveActivations:
+    features = [FeatureOnText(index, values) for index, values in zip(answer["features"], answer["values"],
+                                                                      strict=True)]
+    return LiveActivations(tokens_text(vocabulary_for(sae.language_model), answer["tokenIds"]), features)
+
+
+def feature_activations_live(*, sae: Sae, index: int, text: str) -> LiveActivations:
+    """One feature's activation on each token of text, computed by a worker; one entry in `features`."""
+    answer = _worker_answer(sae_id=sae.pk, text=text, feature=index, n_results=1)
+    return _live_activations(sae, answer)
+
+
+def top_features_live(*, sae: Sae, text: str, n_results: int) -> LiveActivations:
+    """The SAE's features that fire most strongly on text (BOS aside), strongest first, computed by a worker."""
+    answer = _worker_answer(sae_id=sae.pk, text=text, feature=None, n_results=n_results)
+    return _live_activations(sae, answer)

@@ -1,0 +1,49 @@
+"""schemathesis generates requests from /api/openapi.json and sends them to a live server: none may get a 5xx."""
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, settings
+from pytest_django.live_server_helper import LiveServer
+from schemathesis import Case
+from schemathesis.checks import CheckFunction
+from schemathesis.specs.openapi.checks import positive_data_acceptance, unsupported_method
+
+from atlas.accounts.services import api_key_create
+from atlas.features.models import Feature
+from atlas.openapi import DOCUMENT
+from tests import factories
+
+# Small and seeded: every run sends the same few requests per operation, in seconds in all.
+EXAMPLES_PER_OPERATION = 30
+# Where the API and its document disagree today, found by the checks beyond "no 5xx"; for the API's owner to
+# close, then to delete from here:
+# - the document's view answers every method (TRACE gets the document, not a 405);
+# - SearchAll lets a body name neither `source` nor `sourceSet`, which the endpoint refuses with a 400.
+KNOWN_GAPS: dict[str, list[CheckFunction]] = {
+    "/api/openapi.json": [unsupported_method],
+    "/api/search-all": [positive_data_acceptance],
+}
+
+# Loaded from the document itself rather than its URL: schemathesis's fixture-based loader writes to a
+# pytest attribute that pytest 9 no longer has. The first test checks the live server serves this document.
+schema = schemathesis.openapi.from_dict(DOCUMENT)
+
+
+@pytest.fixture
+def api_key(published_feature: Feature) -> str:
+    """A real key, so generated writes get past authentication to the code that reads their bodies."""
+    return api_key_create(user=factories.user_make(), name="fuzz").secret
+
+
+def test_live_server_serves_the_fuzzed_document(live_server: LiveServer) -> None:
+    assert requests.get(f"{live_server.url}/api/openapi.json", timeout=10).json() == DOCUMENT
+
+
+@schema.parametrize()
+@settings(max_examples=EXAMPLES_PER_OPERATION, derandomize=True, deadline=None,
+          suppress_health_check=list(HealthCheck))
+def test_no_generated_request_gets_a_server_error(case: Case, live_server: LiveServer, api_key: str) -> None:
+    """schemathesis's default checks: no 5xx, and answers (status, body, headers) as the document says."""
+    case.call_and_validate(base_url=live_server.url, headers={"x-api-key": api_key}, timeout=10,
+                           excluded_checks=KNOWN_GAPS.get(case.operation.path, []))

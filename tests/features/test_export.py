@@ -1,0 +1,64 @@
+"""atlas_export: an SAE's dashboards in Neuronpedia's import layout, with the numbers the API serves."""
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import Client
+
+from atlas.features.export import sae_export_neuronpedia
+from atlas.features.models import Feature
+from atlas.saes.models import Sae
+from tests.features.conftest import INDEX, N_FEATURES
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    raw = path.read_bytes()
+    text = gzip.decompress(raw) if path.suffix == ".gz" else raw
+    return [json.loads(line) for line in text.decode("utf-8").splitlines()]
+
+
+def test_it_writes_neuronpedias_import_layout(published_feature: Feature, tmp_path: Path) -> None:
+    call_command("atlas_export", "tiny-llama", "0-res-8", str(tmp_path))
+    source = tmp_path / "tiny-llama" / "0-res-8"
+    names = {str(path.relative_to(source)) for path in source.rglob("*") if path.is_file()}
+    assert names == {"model.jsonl", "sourceset.jsonl", "source.jsonl", "features/batch-0.jsonl.gz",
+                     "activations/batch-0.jsonl.gz"}
+    (row,) = _jsonl(source / "source.jsonl")
+    assert (row["id"], row["modelId"], row["setName"]) == ("0-res-8", "tiny-llama", "res-8")
+    (source_set,) = _jsonl(source / "sourceset.jsonl")
+    assert source_set["name"] == "res-8"
+
+
+def test_exported_numbers_equal_the_api(published_feature: Feature, tmp_path: Path) -> None:
+    source = sae_export_neuronpedia(sae=published_feature.run.sae, directory=tmp_path)
+    api = Client().get(f"/api/feature/tiny-llama/0-res-8/{INDEX}").json()
+    features = _jsonl(source / "features" / "batch-0.jsonl.gz")
+    assert [row["index"] for row in features] == [str(index) for index in range(N_FEATURES)]
+    feature = features[INDEX]
+    for name in ("maxActApprox", "frac_nonzero", "pos_str", "pos_values", "neg_str", "neg_values",
+                 "freq_hist_data_bar_heights", "freq_hist_data_bar_values", "logits_hist_data_bar_heights",
+                 "logits_hist_data_bar_values"):
+        assert feature[name] == api[name], name
+    assert (feature["modelId"], feature["layer"]) == ("tiny-llama", "0-res-8")
+    activations = [row for row in _jsonl(source / "activations" / "batch-0.jsonl.gz") if row["index"] == str(INDEX)]
+    for name in ("tokens", "values", "maxValue", "maxValueTokenIndex", "minValue", "binMin", "binMax", "binContains"):
+        assert [row[name] for row in activations] == [activation[name] for activation in api["activations"]], name
+    assert len({row["id"] for row in activations}) == len(activations)
+
+
+def test_features_are_batched_with_their_activations(published_feature: Feature, tmp_path: Path) -> None:
+    source = sae_export_neuronpedia(sae=published_feature.run.sae, directory=tmp_path, batch_features=3)
+    batches = [_jsonl(source / "features" / f"batch-{batch}.jsonl.gz") for batch in range(3)]
+    assert [[row["index"] for row in rows] for rows in batches] == [["0", "1", "2"], ["3", "4", "5"], ["6", "7"]]
+    assert {row["index"] for row in _jsonl(source / "activations" / "batch-1.jsonl.gz")} == {str(INDEX)}
+    assert _jsonl(source / "activations" / "batch-0.jsonl.gz") == []
+
+
+def test_an_sae_without_dashboards_is_refused(published_feature: Feature, tmp_path: Path) -> None:
+    Sae.objects.filter(pk=published_feature.run.sae_id).update(published_run=None)
+    with pytest.raises(CommandError, match="no published dashboards"):
+        call_command("atlas_export", "tiny-llama", "0-res-8", str(tmp_path))
