@@ -7,6 +7,7 @@ from django.http import HttpRequest, JsonResponse
 
 from atlas.explanations.models import DESCRIPTION_MAX_LENGTH
 from atlas.features.api import FEATURES_PER_REQUEST, SEARCH_RESULTS_DEFAULT, SEARCH_RESULTS_MAX
+from atlas.jsonapi import api_endpoint
 
 _NAME = {"type": "string", "pattern": r"^[-\w.]+$"}
 # Typed text for a live request: some non-blank character, within the server's limit.
@@ -147,5 +148,6 @@ DOCUMENT: dict[str, Any] = {
 }
 
 
+@api_endpoint(("GET", "HEAD"))
 def openapi_document(request: HttpRequest) -> JsonResponse:
     return JsonResponse(DOCUMENT)

@@ -52,8 +52,7 @@ class WatchedPage:
         assert response is not None and response.status == 200, path
 
     def on_console(self, message: ConsoleMessage) -> None:
-        # The site has no favicon yet; chromium asks for one on its own and logs the 404.
-        if message.type == "error" and not message.location.get("url", "").endswith("/favicon.ico"):
+        if message.type == "error":
             self.errors.append(f"console: {message.text} at {message.location}")
 
     def on_dialog(self, dialog: Dialog) -> None:
