@@ -28,8 +28,9 @@ def explanation_payload(explanation: Explanation) -> dict[str, Any]:
 def feature_explanations(sae: Sae, indices: Iterable[int]) -> dict[int, list[Explanation]]:
     """Each feature's explanations, newest first."""
     explanations: dict[int, list[Explanation]] = {}
-    rows = Explanation.objects.filter(sae=sae, index__in=list(indices)).select_related("author", "sae__language_model")
+    rows = Explanation.objects.filter(sae=sae, index__in=list(indices)).select_related("author")
     for explanation in rows:
+        explanation.sae = sae  # already loaded, with its language model
         explanations.setdefault(explanation.index, []).append(explanation)
     return explanations
 

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.core.paginator import Page, Paginator
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 
 from atlas.explanations.models import Explanation
 from atlas.explanations.selectors import explanation_payload, explanations_matching, feature_explanations
@@ -123,14 +123,31 @@ def _interval_views(stored: StoredDashboard, max_act: float, vocabulary: tuple[s
 
 
 def feature_detail(model_slug: str, sae_slug: str, index: int) -> FeatureView:
-    sae = sae_get(model_slug, sae_slug)
-    if sae.published_run_id is None:
-        raise NotFound(f"{model_slug}/{sae_slug} has no computed dashboards yet; its page shows the run's progress.")
-    feature = Feature.objects.filter(run_id=sae.published_run_id, index=index).first()
+    # The hot path of the API and the feature page: the feature, its run and SAE in one query; the
+    # lookups that explain a miss run only on a miss.
+    feature = (
+        Feature.objects.select_related("run__sae__language_model", "run__dataset")
+        .filter(
+            index=index,
+            run__sae__slug=sae_slug,
+            run__sae__language_model__slug=model_slug,
+            run__sae__published_run=F("run"),
+        )
+        .first()
+    )
     if feature is None:
-        raise NotFound(f"{model_slug}/{sae_slug} has features 0 to {sae.d_sae - 1}; there is no feature {index}.")
+        raise _feature_missing(model_slug, sae_slug, index)
+    sae = feature.run.sae
+    sae.published_run = feature.run
     explanations = list(feature_explanations(sae, [index]).get(index, []))
     return _feature_view(sae, feature, vocabulary_for(sae.language_model), explanations)
+
+
+def _feature_missing(model_slug: str, sae_slug: str, index: int) -> NotFound:
+    sae = sae_get(model_slug, sae_slug)
+    if sae.published_run_id is None:
+        return NotFound(f"{model_slug}/{sae_slug} has no computed dashboards yet; its page shows the run's progress.")
+    return NotFound(f"{model_slug}/{sae_slug} has features 0 to {sae.d_sae - 1}; there is no feature {index}.")
 
 
 def features_detail(sae: Sae, indices: Iterable[int]) -> list[FeatureView]:
