@@ -133,6 +133,26 @@ _PATHS: dict[str, Any] = {
         "summary": "A dashboard run's status and progress, and each shard's.",
         "parameters": [{"name": "runId", "in": "path", "required": True, "schema": {"type": "integer"}}],
         "responses": {"200": _json(_ref("Run"), "The run."), **_errors(404, 405)}}},
+    "/api/upload": {"post": {
+        "summary": "Upload an SAE (needs an x-api-key): the /upload/ page's fields and files; queues its run.",
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["language_model", "dataset"],
+            "properties": {
+                "language_model": {"type": "string", "description": "model id"},
+                "dataset": {"type": "string", "description": "dataset id"},
+                "cfg_file": {"type": "string", "format": "binary", "description": "cfg.json (or config.json)"},
+                "weights_file": {"type": "string", "format": "binary",
+                                 "description": "sae_weights.safetensors (or ae.pt)"},
+                "archive": {"type": "string", "format": "binary", "description": "or one .zip / .tar.gz"},
+                "hook_name": {"type": "string"}, "slug": {"type": "string"}, "description": {"type": "string"},
+                "n_sequences": {"type": "integer"}, "top_k": {"type": "integer"},
+                "context_before": {"type": "integer"}, "context_after": {"type": "integer"}}}}}},
+        "responses": {
+            "201": _json({"type": "object", "required": ["modelId", "layer", "runId"], "properties": {
+                "modelId": {"type": "string"}, "layer": {"type": "string"}, "runId": {"type": "integer"},
+                "run": {"type": "string"}, "url": {"type": "string"}}}, "Stored; its dashboards are queued."),
+            **_errors(400, 401, 405)},
+        "security": [{"apiKey": []}]}},
     "/api/openapi.json": {"get": {"summary": "This document.",
                                   "responses": {"200": {"description": "OpenAPI 3.1 document."}}}},
 }

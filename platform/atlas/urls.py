@@ -10,6 +10,7 @@ from atlas.explanations import api as explanation_api
 from atlas.explanations import views as explanation_views
 from atlas.features import api, views
 from atlas.openapi import openapi_document
+from atlas.saes import api as sae_api
 from atlas.saes import views as sae_views
 
 # Every endpoint takes its path with or without a trailing slash, as Neuronpedia's clients send either.
@@ -22,6 +23,7 @@ api_patterns = [
     re_path(r"^api/search-all/?$", api.search_all, name="api-search-all"),
     re_path(r"^api/explanation/new/?$", explanation_api.explanation_new, name="api-explanation-new"),
     re_path(r"^api/runs/(?P<run_id>\d+)/?$", api.run_status, name="api-run"),
+    re_path(r"^api/upload/?$", sae_api.upload, name="api-upload"),
     re_path(r"^api/openapi\.json$", openapi_document, name="api-openapi"),
     re_path(r"^api/(?P<path>.*)$", api.unknown_endpoint),
 ]

@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, settings
 from pytest_django.live_server_helper import LiveServer
 from schemathesis import Case
 from schemathesis.checks import CheckFunction
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from atlas.accounts.services import api_key_create
 from atlas.features.models import Feature
@@ -19,7 +20,9 @@ EXAMPLES_PER_OPERATION = 30
 # close, then to delete from here:
 # - the document's view answers every method (TRACE gets the document, not a 405);
 # - SearchAll lets a body name neither `source` nor `sourceSet`, which the endpoint refuses with a 400.
-KNOWN_GAPS: dict[str, list[CheckFunction]] = {}
+# Whether an upload is acceptable depends on its files' contents and on which models and datasets exist,
+# which no schema describes: schema-valid uploads are refused with a 400 naming the problem, as they should.
+KNOWN_GAPS: dict[str, list[CheckFunction]] = {"/api/upload": [positive_data_acceptance]}
 
 # Loaded from the document itself rather than its URL: schemathesis's fixture-based loader writes to a
 # pytest attribute that pytest 9 no longer has. The first test checks the live server serves this document.

@@ -40,9 +40,16 @@ class SaeUploadForm(forms.Form):
     n_sequences = forms.IntegerField(
         required=False, min_value=1, label="Sequences", help_text="Empty: every sequence of the dataset."
     )
-    top_k = forms.IntegerField(initial=DashboardParams.top_k, min_value=1, max_value=200, label="Top examples")
-    context_before = forms.IntegerField(initial=DashboardParams.context_before, min_value=0, max_value=1024)
-    context_after = forms.IntegerField(initial=DashboardParams.context_after, min_value=0, max_value=1024)
+    # Left out (as API clients may), the example settings take the defaults the page shows.
+    top_k = forms.IntegerField(
+        required=False, initial=DashboardParams.top_k, min_value=1, max_value=200, label="Top examples"
+    )
+    context_before = forms.IntegerField(
+        required=False, initial=DashboardParams.context_before, min_value=0, max_value=1024
+    )
+    context_after = forms.IntegerField(
+        required=False, initial=DashboardParams.context_after, min_value=0, max_value=1024
+    )
 
     def service_arguments(self) -> dict[str, Any]:
         """The cleaned fields as sae_upload's keyword arguments."""
@@ -58,8 +65,12 @@ class SaeUploadForm(forms.Form):
             "description": data["description"],
             "params": RunParams(
                 n_sequences=data["n_sequences"],
-                top_k=data["top_k"],
-                context_before=data["context_before"],
-                context_after=data["context_after"],
+                top_k=_or_default(data["top_k"], DashboardParams.top_k),
+                context_before=_or_default(data["context_before"], DashboardParams.context_before),
+                context_after=_or_default(data["context_after"], DashboardParams.context_after),
             ),
         }
+
+
+def _or_default(value: int | None, default: int) -> int:
+    return default if value is None else value
