@@ -10,33 +10,19 @@ from django.test import Client
 
 from atlas.datasets.models import Dataset
 from atlas.features.models import Feature
-from atlas.lms.models import LanguageModel
 from atlas.saes.models import DashboardRun, DashboardShard, Sae
 from tests import factories
 from tests.pipeline.conftest import Workers
+from tests.pipeline.runs import RUN_TIMEOUT_SECONDS, run_finished, upload
 
-RUN_TIMEOUT_SECONDS = 240
 # 24 sequences in batches of 4: shards of 8 sequences make three shards, of 100 one.
 N_SEQUENCES, BATCH_SIZE, SHARD_SEQUENCES = 24, 4, 8
 
 
-def _upload(client: Client, language_model: LanguageModel, dataset: Dataset, sae_dir: Path, slug: str) -> Sae:
-    data = {**factories.upload_form_data(language_model, dataset, slug=slug), **factories.sae_upload_files(sae_dir)}
-    response = client.post("/upload/", data)
-    assert response.status_code == 302, response.content.decode()[-2000:]
-    return Sae.objects.get(slug=slug)
-
-
-def _finished(sae: Sae, workers: Workers) -> DashboardRun:
-    run = DashboardRun.objects.get(sae=sae)
-    deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        run.refresh_from_db()
-        if run.is_finished:
-            assert run.status == DashboardRun.Status.SUCCEEDED, run.error
-            return run
-        time.sleep(0.3)
-    raise AssertionError(f"run {run.pk} is still {run.status} after {RUN_TIMEOUT_SECONDS} s:\n{workers.logs()}")
+def _succeeded(sae: Sae, workers: Workers) -> DashboardRun:
+    run = run_finished(sae, workers)
+    assert run.status == DashboardRun.Status.SUCCEEDED, run.error
+    return run
 
 
 def _results(client: Client, sae: Sae) -> list[dict[str, Any]]:
@@ -49,25 +35,25 @@ def _results(client: Client, sae: Sae) -> list[dict[str, Any]]:
     return pages
 
 
-def _setup(settings: Any, tmp_path: Path) -> tuple[Client, LanguageModel, Dataset, Path]:
+def _setup(settings: Any, tmp_path: Path) -> tuple[Client, Dataset, Path]:
     settings.ATLAS_RUN_BATCH_SIZE = BATCH_SIZE
     language_model = factories.language_model_make()
     dataset = factories.dataset_make(language_model, n_sequences=N_SEQUENCES)
     sae_dir = factories.sae_lens_write(tmp_path / "sae", d_in=language_model.d_model)
     client = Client()
     client.force_login(factories.user_make())
-    return client, language_model, dataset, sae_dir
+    return client, dataset, sae_dir
 
 
 def test_three_shards_on_two_workers_equal_one_shard(workers: Workers, settings: Any, tmp_path: Path) -> None:
-    client, language_model, dataset, sae_dir = _setup(settings, tmp_path)
+    client, dataset, sae_dir = _setup(settings, tmp_path)
     first, second = workers.start(), workers.start()
 
     settings.ATLAS_SHARD_SEQUENCES = 100
-    whole = _upload(client, language_model, dataset, sae_dir, "whole")
+    whole = upload(client, dataset, sae_dir, "whole")
     settings.ATLAS_SHARD_SEQUENCES = SHARD_SEQUENCES
-    sharded = _upload(client, language_model, dataset, sae_dir, "sharded")
-    whole_run, sharded_run = _finished(whole, workers), _finished(sharded, workers)
+    sharded = upload(client, dataset, sae_dir, "sharded")
+    whole_run, sharded_run = _succeeded(whole, workers), _succeeded(sharded, workers)
 
     assert whole_run.shards.count() == 1
     assert list(sharded_run.shards.values_list("first_seq", "n_seqs")) == [(0, 8), (8, 8), (16, 8)]
@@ -85,11 +71,11 @@ def test_three_shards_on_two_workers_equal_one_shard(workers: Workers, settings:
 
 
 def test_a_worker_killed_mid_shard_loses_nothing(workers: Workers, settings: Any, tmp_path: Path) -> None:
-    client, language_model, dataset, sae_dir = _setup(settings, tmp_path)
+    client, dataset, sae_dir = _setup(settings, tmp_path)
     settings.ATLAS_SHARD_SEQUENCES = SHARD_SEQUENCES
     # Two batches per shard, a second each: the worker is caught after its first batch of a shard.
     doomed = workers.start(batch_sleep=1.0)
-    sae = _upload(client, language_model, dataset, sae_dir, "interrupted")
+    sae = upload(client, dataset, sae_dir, "interrupted")
     deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
     while not DashboardShard.objects.filter(
         run__sae=sae, status=DashboardShard.Status.RUNNING, progress_done__gt=0
@@ -102,7 +88,7 @@ def test_a_worker_killed_mid_shard_loses_nothing(workers: Workers, settings: Any
     assert 0 < interrupted.progress_done < interrupted.n_seqs * dataset.context_length
 
     workers.start(visibility_timeout=3)  # hands out again what the dead worker held unacknowledged
-    run = _finished(sae, workers)
+    run = _succeeded(sae, workers)
 
     interrupted.refresh_from_db()
     assert interrupted.status == DashboardShard.Status.SUCCEEDED
@@ -111,6 +97,6 @@ def test_a_worker_killed_mid_shard_loses_nothing(workers: Workers, settings: Any
     assert Feature.objects.filter(run__sae=sae).count() == sae.d_sae  # no rows of a half-written run
 
     settings.ATLAS_SHARD_SEQUENCES = 100
-    reference = _upload(client, language_model, dataset, sae_dir, "reference")
-    _finished(reference, workers)
+    reference = upload(client, dataset, sae_dir, "reference")
+    _succeeded(reference, workers)
     assert _results(client, sae) == _results(client, reference)
