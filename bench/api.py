@@ -23,13 +23,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
-import psycopg
-from psycopg import sql
 
-from bench.ingest import ROOT, VOCABULARY, _server_urls, dashboards_synthetic
+from bench.ingest import ROOT, VOCABULARY, dashboards_synthetic
+from bench.scratch import scratch_database
 
 SCRATCH_DATABASE = "atlas_bench_api"
 MODEL, SAE = "bench", "bench-api"
@@ -107,35 +105,6 @@ def load_from_second_process(port: int, kind: str, n_features: int, rate: float,
     return LoadResult(**json.loads(done.stdout))
 
 
-@contextmanager
-def scratch_database() -> Iterator[str]:
-    """A fresh, migrated atlas_bench_api that Django points at, dropped afterwards; yields its URL."""
-    admin_url, other_scratch_url = _server_urls()
-    url = urlunsplit(urlsplit(other_scratch_url)._replace(path=f"/{SCRATCH_DATABASE}"))
-    _scratch_reset(admin_url, create=True)
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "atlas.settings")
-    import django
-    from django.core.management import call_command
-    from django.db import connections
-
-    django.setup()
-    try:
-        call_command("migrate", verbosity=0)
-        yield url
-    finally:
-        connections.close_all()
-        _scratch_reset(admin_url, create=False)
-
-
-def _scratch_reset(admin_url: str, create: bool) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(SCRATCH_DATABASE)))
-        if create:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(SCRATCH_DATABASE)))
-
-
 def features_store(n_features: int) -> None:
     """The SAE, its published run of synthetic dashboards, and a vocabulary for the token text."""
     from atlas.features.services import run_results_publish
@@ -203,7 +172,7 @@ def load_main(args: argparse.Namespace) -> None:
 
 def bench_main(args: argparse.Namespace) -> None:
     started = time.perf_counter()
-    with scratch_database() as database_url:
+    with scratch_database(SCRATCH_DATABASE) as database_url:
         features_store(args.features)
         print(f"stored {args.features} features in {time.perf_counter() - started:.1f} s")
         with gunicorn_serving(database_url, args.workers) as port:

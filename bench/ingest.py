@@ -15,17 +15,14 @@ import argparse
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import numpy as np
 import numpy.typing as npt
-import psycopg
-from psycopg import sql
 
+from bench.scratch import scratch_database
 from workers.compute.results import DashboardParams, Examples, FeatureDashboards
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,46 +120,6 @@ def dashboards_head(dashboards: FeatureDashboards, n_features: int) -> FeatureDa
     return FeatureDashboards(**{**fields, "top": head(dashboards.top), "intervals": head(dashboards.intervals)})
 
 
-def _server_urls() -> tuple[str, str]:
-    """(a URL to connect to for CREATE/DROP DATABASE, the scratch database's URL for Django)."""
-    if url := os.environ.get("DATABASE_URL"):
-        return url, urlunsplit(urlsplit(url)._replace(path=f"/{SCRATCH_DATABASE}"))
-    from atlas.embedded import EMBEDDED_DATABASE, postgres_start
-
-    address = postgres_start(Path(os.environ.get("ATLAS_VAR_DIR", ROOT / "var")).resolve())
-    server = f"postgres://{address.user}@{quote(address.socket_dir, safe='')}"
-    return f"{server}/{EMBEDDED_DATABASE}", f"{server}/{SCRATCH_DATABASE}"
-
-
-def _scratch_reset(admin_url: str, create: bool) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(SCRATCH_DATABASE)))
-        if create:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(SCRATCH_DATABASE)))
-
-
-@contextmanager
-def scratch_database() -> Iterator[None]:
-    """A fresh, migrated atlas_bench_ingest that Django points at, dropped afterwards."""
-    admin_url, scratch_url = _server_urls()
-    _scratch_reset(admin_url, create=True)
-    os.environ["DATABASE_URL"] = scratch_url
-    # Nothing here queues a task; this keeps settings from starting an embedded Redis for nothing.
-    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "atlas.settings")
-    import django
-    from django.core.management import call_command
-    from django.db import connections
-
-    django.setup()
-    try:
-        call_command("migrate", verbosity=0)
-        yield
-    finally:
-        connections.close_all()
-        _scratch_reset(admin_url, create=False)
-
-
 def _timed(function: Callable[[], object]) -> float:
     start = time.perf_counter()
     function()
@@ -180,7 +137,7 @@ def main() -> None:
     build_start = time.perf_counter()
     dashboards = dashboards_synthetic(args.features, params)
     print(f"built {args.features} features' dashboards in {time.perf_counter() - build_start:.1f} s")
-    with scratch_database():
+    with scratch_database(SCRATCH_DATABASE):
         from atlas.features.services import run_results_publish
         from bench.ingest_orm_baseline import (
             dashboard_compression,

@@ -9,6 +9,15 @@ from atlas.datasets.models import Dataset
 from atlas.lms.models import LanguageModel
 
 
+class TaskStatus(models.TextChoices):
+    """Where a run, a shard of it, or its metrics stand."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
 class Sae(models.Model):
     language_model = models.ForeignKey(LanguageModel, on_delete=models.PROTECT, related_name="saes")
     # The Neuronpedia source id (its API calls it `layer`), e.g. "5-res-demo".
@@ -41,11 +50,7 @@ class Sae(models.Model):
 
 
 class DashboardRun(models.Model):
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
+    Status = TaskStatus
 
     sae = models.ForeignKey(Sae, on_delete=models.CASCADE, related_name="runs")
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="runs")
@@ -82,11 +87,7 @@ class DashboardRun(models.Model):
 class DashboardShard(models.Model):
     """A contiguous range of a run's sequences, computed by one worker task; the run merges them all."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
+    Status = TaskStatus
 
     run = models.ForeignKey(DashboardRun, on_delete=models.CASCADE, related_name="shards")
     index = models.PositiveIntegerField()
@@ -116,11 +117,7 @@ class RunMetrics(models.Model):
     Computed by a task of their own, so that their failure never fails the dashboards; null until computed.
     """
 
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
+    Status = TaskStatus
 
     run = models.OneToOneField(DashboardRun, on_delete=models.CASCADE, related_name="metrics")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
