@@ -93,9 +93,17 @@ TEMPLATES = [
 ]
 
 
+# Django's own cursors bind parameters on the client and never prepare. psycopg prepares the statements that
+# hot paths send with prepare=True through its server-side cursors (the feature lookup behind the API), so
+# Postgres plans them once per connection. A pooler in transaction mode needs protocol-level prepared statement
+# support for this (PgBouncer >= 1.21 with max_prepared_statements set).
+_DATABASE_OPTIONS = {"prepare_threshold": None if os.environ.get("ATLAS_DB_PREPARE", "true") == "false" else 5}
+
+
 def _database() -> dict[str, Any]:
     if url := os.environ.get("DATABASE_URL"):
         parsed: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=60))
+        parsed["OPTIONS"] = {**_DATABASE_OPTIONS, **parsed.get("OPTIONS", {})}
         return parsed
     address = embedded.postgres_start(VAR_DIR)
     return {
@@ -105,6 +113,7 @@ def _database() -> dict[str, Any]:
         "HOST": address.socket_dir,
         "PORT": "",
         "CONN_MAX_AGE": 60,
+        "OPTIONS": _DATABASE_OPTIONS,
     }
 
 
