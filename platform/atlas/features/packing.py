@@ -191,18 +191,18 @@ def _layout_read(blob: bytes) -> tuple[int, Layout]:
     return version, Layout(*sizes, *([0] if version == 1 else []))
 
 
-def _example(tokens: npt.NDArray[np.int32], values: npt.NDArray[np.float64], focus: int) -> StoredExample | None:
-    inside = tokens >= 0
-    if not inside.any():
-        return None
-    left_missing = int(np.argmax(inside))
-    return StoredExample(tokens[inside].tolist(), values[inside].tolist(), focus - left_missing)
-
-
 def _examples(tokens: npt.NDArray[np.int32], values: npt.NDArray[np.float64], focus: int) -> list[StoredExample]:
-    examples = (_example(slot_tokens, slot_values, focus) for slot_tokens, slot_values in zip(tokens, values,
-                                                                                               strict=True))
-    return [example for example in examples if example is not None]
+    """The non-empty slots of a block of them. A window is a stretch of one sequence, so the positions outside it
+    are at its ends and trimming is a slice; all slots convert to lists at once."""
+    inside = tokens >= 0
+    starts = inside.argmax(axis=1).tolist()
+    lengths = inside.sum(axis=1).tolist()
+    token_rows, value_rows = tokens.tolist(), values.tolist()
+    return [
+        StoredExample(token_rows[slot][start:start + length], value_rows[slot][start:start + length], focus - start)
+        for slot, (start, length) in enumerate(zip(starts, lengths, strict=True))
+        if length
+    ]
 
 
 def dashboard_unpack(blob: bytes) -> StoredDashboard:

@@ -1,7 +1,7 @@
 """Reads of stored dashboards: one feature with its examples in token text, SAE feature listings, labels."""
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
@@ -149,18 +149,26 @@ def _instances(row: tuple[Any, ...]) -> list[Any]:
     """The row's columns as one instance per model of _DETAIL_MODELS, with the ORM's conversions (JSON)."""
     instances: list[Any] = []
     start = 0
-    for model in _DETAIL_MODELS:
-        columns = model._meta.concrete_fields
-        values = [_from_db(column, value) for column, value in zip(columns, row[start:], strict=False)]
-        instances.append(model.from_db(connection.alias, [column.attname for column in columns], values))
-        start += len(columns)
+    for model, (names, converters) in zip(_DETAIL_MODELS, _detail_columns(), strict=True):
+        values = list(row[start:start + len(names)])
+        for position, converter in converters:
+            values[position] = converter(values[position], None, connection)
+        instances.append(model.from_db(connection.alias, names, values))
+        start += len(names)
     return instances
 
 
-def _from_db(column: Any, value: Any) -> Any:
-    for converter in column.get_db_converters(connection):
-        value = converter(value, None, connection)
-    return value
+@lru_cache(maxsize=1)
+def _detail_columns() -> list[tuple[list[str], list[tuple[int, Callable[..., Any]]]]]:
+    """Per model: its columns' attribute names, and the (position, converter) pairs the ORM would apply."""
+    return [
+        (
+            [column.attname for column in model._meta.concrete_fields],
+            [(position, converter) for position, column in enumerate(model._meta.concrete_fields)
+             for converter in column.get_db_converters(connection)],
+        )
+        for model in _DETAIL_MODELS
+    ]
 
 
 def feature_detail(model_slug: str, sae_slug: str, index: int) -> FeatureView:

@@ -17,7 +17,10 @@ def vocabulary_for(language_model: LanguageModel) -> tuple[str, ...]:
 
 
 def tokens_text(vocabulary: tuple[str, ...], token_ids: list[int]) -> list[str]:
-    return [vocabulary[token] if 0 <= token < len(vocabulary) else f"<{token}>" for token in token_ids]
+    """Each id's text; an id the vocabulary lacks shows as <id>. (The common case, every id known, is one map.)"""
+    if token_ids and (min(token_ids) < 0 or max(token_ids) >= len(vocabulary)):
+        return [vocabulary[token] if 0 <= token < len(vocabulary) else f"<{token}>" for token in token_ids]
+    return list(map(vocabulary.__getitem__, token_ids))
 
 
 def language_models_list() -> list[LanguageModel]:
