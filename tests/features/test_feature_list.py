@@ -1,6 +1,7 @@
 """The SAE page's feature table: sorts, filters, dead features hidden, log density, random and jump links."""
 
 import re
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -86,9 +87,16 @@ def test_jump_to_an_index_opens_its_page(listed_features: Sae) -> None:
     assert (response.status_code, response["Location"]) == (302, "/tiny-llama/0-res-8/6")
 
 
-def test_feature_page_links_back_to_the_listing_page_that_holds_it(listed_features: Sae) -> None:
-    assert 'href="/tiny-llama/0-res-8/?dead=on&amp;page=1"' in Client().get(f"{PAGE}1").content.decode()
-    assert 'href="/tiny-llama/0-res-8/?page=1"' in Client().get(f"{PAGE}6").content.decode()
+# Two features a page: 3 to 5 are the live ones before 6, and with dead ones shown feature 2 is on page 2.
+@pytest.mark.parametrize(("index", "listing"), [(1, "?dead=on&page=1"), (2, "?dead=on&page=2"), (6, "?page=2"),
+                                                (7, "?page=3"), (99, "?")])
+def test_feature_page_links_back_to_the_listing_page_that_holds_it(listed_features: Sae, settings: Any,
+                                                                   index: int, listing: str) -> None:
+    settings.ATLAS_FEATURES_PER_PAGE = 2
+    if index < listed_features.d_sae:
+        assert f'href="/tiny-llama/0-res-8/?around={index}"' in Client().get(f"{PAGE}{index}").content.decode()
+    response = Client().get(PAGE, {"around": str(index)})
+    assert (response.status_code, response["Location"]) == (302, f"/tiny-llama/0-res-8/{listing}")
 
 
 def test_sort_queries_use_the_run_indexes(listed_features: Sae) -> None:

@@ -314,12 +314,18 @@ def sae_features_page(sae: Sae, listing: FeatureListing, page_number: int | str 
     return Paginator(sae_features(sae, listing), settings.ATLAS_FEATURES_PER_PAGE).get_page(page_number)
 
 
-def feature_list_query(feature: Feature) -> str:
-    """The SAE page's query string for the default listing page (by index, dead hidden) that holds this feature."""
+def feature_list_query(sae: Sae, index: int) -> str:
+    """The SAE page's query string for the default listing page (by index, dead hidden) that holds this feature.
+    It counts the live features before it, so the feature page links to it through ?around= and the count runs
+    only when someone follows the link."""
     per_page = settings.ATLAS_FEATURES_PER_PAGE
-    if feature.frac_nonzero <= 0:
-        return urlencode({"dead": "on", "page": feature.index // per_page + 1})
-    before = Feature.objects.filter(run_id=feature.run_id, frac_nonzero__gt=0, index__lt=feature.index).count()
+    features = Feature.objects.filter(run_id=sae.published_run_id)
+    frac_nonzero = features.filter(index=index).values_list("frac_nonzero", flat=True).first()
+    if frac_nonzero is None:
+        return ""
+    if frac_nonzero <= 0:
+        return urlencode({"dead": "on", "page": index // per_page + 1})
+    before = features.filter(frac_nonzero__gt=0, index__lt=index).count()
     return urlencode({"page": before // per_page + 1})
 
 

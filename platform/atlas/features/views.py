@@ -40,6 +40,9 @@ def sae_page(request: HttpRequest, model_id: str, sae_id: str) -> HttpResponse:
     jump = request.GET.get("index", "").strip()
     if jump.isdigit():
         return redirect("feature", model_id=model_id, sae_id=sae_id, index=int(jump))
+    around = request.GET.get("around", "").strip()
+    if around.isdigit():
+        return redirect(f"{request.path}?{feature_list_query(sae, int(around))}")
     form = FeatureListForm(request.GET)
     form.is_valid()
     listing = form.listing()
@@ -73,7 +76,6 @@ def feature_page(request: HttpRequest, model_id: str, sae_id: str, index: int) -
     context = {
         "view": view,
         "sae": view.sae,
-        "list_query": feature_list_query(view.feature),
         "explanation_form": ExplanationForm(),
         "live_max_characters": settings.ATLAS_LIVE_MAX_CHARACTERS,
         "neighbour_labels": feature_explanations(view.sae, [neighbour for neighbour, _ in view.neighbours]),

@@ -1,11 +1,12 @@
 """Template tags for dashboards: tokens shaded by activation, with the value on hover."""
 
 import math
+from html import escape
 from typing import Any
 
 from django import template
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.html import format_html
+from django.utils.safestring import SafeString, mark_safe
 
 register = template.Library()
 
@@ -15,18 +16,20 @@ _VISIBLE = str.maketrans({"\n": "↵", "\t": "⇥"})
 
 @register.simple_tag
 def shaded_tokens(tokens: list[str], values: list[float], focus: int, scale: float) -> SafeString:
-    """One span per token; opacity is the activation over the feature's max, text is escaped."""
+    """One span per token; opacity is the activation over the feature's max, text is escaped.
+
+    A page holds a thousand or more tokens, so this builds the spans itself rather than through format_html,
+    which cost most of the page's time: the token text, the only text not ours, goes through html.escape
+    (quotes included); the rest is a fixed class and numbers we format.
+    """
     scale = scale if scale > 0 else 1.0
-    spans = (
-        (
-            "tok focus" if position == focus else "tok",
-            f"{min(max(value / scale, 0.0), 1.0):.3f}",
-            f"{value:.3f}",
-            token.translate(_VISIBLE),
-        )
+    spans = [
+        f'<span class="{"tok focus" if position == focus else "tok"}"'
+        f' style="--a:{min(max(value / scale, 0.0), 1.0):.3f}" title="{value:.3f}">'
+        f"{escape(token.translate(_VISIBLE))}</span>"
         for position, (token, value) in enumerate(zip(tokens, values, strict=True))
-    )
-    return format_html_join("", '<span class="{}" style="--a:{}" title="{}">{}</span>', spans)
+    ]
+    return mark_safe("".join(spans))  # every token was escaped above
 
 
 @register.filter
