@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.test import Client
 
-from atlas.features.export import sae_export_neuronpedia
+from atlas.explanations.services import explanation_create
+from atlas.features.export import NEURONPEDIA_DEFAULT_CREATOR_ID, sae_export_neuronpedia
 from atlas.features.models import Feature
 from atlas.saes.models import Sae
 from tests.features.conftest import INDEX, N_FEATURES
@@ -26,7 +28,7 @@ def test_it_writes_neuronpedias_import_layout(published_feature: Feature, tmp_pa
     source = tmp_path / "tiny-llama" / "0-res-8"
     names = {str(path.relative_to(source)) for path in source.rglob("*") if path.is_file()}
     assert names == {"model.jsonl", "sourceset.jsonl", "source.jsonl", "features/batch-0.jsonl.gz",
-                     "activations/batch-0.jsonl.gz"}
+                     "activations/batch-0.jsonl.gz", "explanations/batch-0.jsonl.gz"}
     (row,) = _jsonl(source / "source.jsonl")
     assert (row["id"], row["modelId"], row["setName"]) == ("0-res-8", "tiny-llama", "res-8")
     (source_set,) = _jsonl(source / "sourceset.jsonl")
@@ -56,6 +58,23 @@ def test_features_are_batched_with_their_activations(published_feature: Feature,
     assert [[row["index"] for row in rows] for rows in batches] == [["0", "1", "2"], ["3", "4", "5"], ["6", "7"]]
     assert {row["index"] for row in _jsonl(source / "activations" / "batch-1.jsonl.gz")} == {str(INDEX)}
     assert _jsonl(source / "activations" / "batch-0.jsonl.gz") == []
+
+
+def test_labels_are_exported_as_explanation_rows(published_feature: Feature, tmp_path: Path) -> None:
+    sae = published_feature.run.sae
+    author = User.objects.create_user("ada")
+    explanation_create(sae=sae, index=INDEX, description="the word cat", author=author)
+    explanation_create(sae=sae, index=6, description="plural nouns", author=author)
+    source = sae_export_neuronpedia(sae=sae, directory=tmp_path, batch_features=3)
+    assert _jsonl(source / "explanations" / "batch-0.jsonl.gz") == []
+    first, second = (_jsonl(source / "explanations" / f"batch-{batch}.jsonl.gz") for batch in (1, 2))
+    assert [(row["index"], row["description"]) for row in first + second] == [(str(INDEX), "the word cat"),
+                                                                              ("6", "plural nouns")]
+    row = first[0]
+    assert (row["modelId"], row["layer"], row["authorId"]) == ("tiny-llama", "0-res-8", NEURONPEDIA_DEFAULT_CREATOR_ID)
+    assert "ada" in row["notes"]
+    api_explanation = Client().get(f"/api/feature/tiny-llama/0-res-8/{INDEX}").json()["explanations"][0]
+    assert row["createdAt"] == api_explanation["createdAt"]
 
 
 def test_an_sae_without_dashboards_is_refused(published_feature: Feature, tmp_path: Path) -> None:

@@ -2,8 +2,9 @@
 
 Neuronpedia's `/api/admin/import?modelId=<model>&sourceId=<source>` reads `<model>/<source>/` under its datasets
 root: model.jsonl, sourceset.jsonl and source.jsonl (one row each), then every features/*.jsonl.gz and
-activations/*.jsonl.gz, each line one row of its Neuron or Activation table (keys are column names). Batches hold
-1024 features and those features' activations, as Neuronpedia's own export script writes them.
+activations/*.jsonl.gz, each line one row of its Neuron or Activation table (keys are column names), and last
+explanations/*.jsonl.gz, rows of its Explanation table (the features' labels). Batches hold 1024 features and those
+features' activations and explanations, as Neuronpedia's own export script writes them.
 """
 
 import gzip
@@ -118,6 +119,26 @@ def _activation_rows(payload: dict[str, Any], source: NeuronpediaSource, run_id:
         )
 
 
+def _explanation_rows(payload: dict[str, Any], source: NeuronpediaSource) -> Iterator[dict[str, Any]]:
+    """Labels as Explanation rows. Their authors are Atlas users, which the target instance does not have, so the
+    rows are the export's creator's and the Atlas author's name goes into the notes."""
+    for explanation in payload["explanations"]:
+        author = explanation["authorUsername"]
+        yield {
+            "id": f"atlas-{source.model_id}-{source.source_id}-explanation-{explanation['id']}",
+            "modelId": source.model_id,
+            "layer": source.source_id,
+            "index": str(payload["index"]),
+            "description": explanation["description"],
+            "authorId": source.creator_id,
+            "notes": f"Written by {author} on SAE Atlas." if author else "Written on SAE Atlas.",
+            "typeName": None,
+            "explanationModelName": None,
+            "createdAt": explanation["createdAt"],
+            "updatedAt": explanation["createdAt"],
+        }
+
+
 def _jsonl_write(path: Path, rows: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
@@ -139,6 +160,8 @@ def _batch_write(sae: Sae, source: NeuronpediaSource, target: Path, batch: int, 
     activations = [row for payload in payloads for row in _activation_rows(payload, source, sae.published_run_id)]
     _jsonl_gz_write(target / "features" / f"batch-{batch}.jsonl.gz", [_feature_row(p, source) for p in payloads])
     _jsonl_gz_write(target / "activations" / f"batch-{batch}.jsonl.gz", activations)
+    explanations = [row for payload in payloads for row in _explanation_rows(payload, source)]
+    _jsonl_gz_write(target / "explanations" / f"batch-{batch}.jsonl.gz", explanations)
     return len(views)
 
 
