@@ -45,12 +45,14 @@ OUT_OF_RANGE_TOKEN = "<|outofrange|>"
 warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
 
 
-def vis_config(hook: str, features: list[int], params: DashboardParams, cache_dir: Path) -> Any:
-    """SaeVisConfig as Neuronpedia's runner builds it, with Atlas's example settings."""
+def vis_config(hook: str, features: list[int], params: DashboardParams, cache_dir: Path,
+               whole_sequences: bool = False) -> Any:
+    """SaeVisConfig as Neuronpedia's runner builds it, with Atlas's example settings: windows of Atlas's context,
+    or whole sequences (buffer=None), which is what Neuronpedia's runner itself asks for."""
     layout = SaeVisLayoutConfig(columns=[Column(
         SequencesConfig(
             stack_mode="stack-all",
-            buffer=(params.context_before, params.context_after),
+            buffer=None if whole_sequences else (params.context_before, params.context_after),
             compute_buffer=True,
             n_quantiles=params.n_intervals,
             top_acts_group_size=params.top_k,
@@ -88,7 +90,8 @@ def vocab_dict(model: HookedTransformer) -> dict[int, str]:
 
 
 def dashboards_generate(model: HookedTransformer, sae: Any, tokens: torch.Tensor, features: list[int],
-                        params: DashboardParams, vocab: dict[int, str], output_dir: Path) -> dict[str, float]:
+                        params: DashboardParams, vocab: dict[int, str], output_dir: Path,
+                        whole_sequences: bool = False) -> dict[str, float]:
     """Neuronpedia's loop: a SaeVisRunner per batch of features, each written as one JSON batch file."""
     hook = sae.cfg.metadata.hook_name
     np_config = NeuronpediaRunnerConfig(sae_set="bench", sae_path="", outputs_dir=str(output_dir),
@@ -98,7 +101,8 @@ def dashboards_generate(model: HookedTransformer, sae: Any, tokens: torch.Tensor
         for batch_index, start in enumerate(range(0, len(features), FEATURES_PER_RUN)):
             batch = features[start : start + FEATURES_PER_RUN]
             started = time.perf_counter()
-            data = SaeVisRunner(vis_config(hook, batch, params, Path(cache_dir))).run(sae, model, tokens)
+            config = vis_config(hook, batch, params, Path(cache_dir), whole_sequences)
+            data = SaeVisRunner(config).run(sae, model, tokens)
             ran = time.perf_counter()
             text = NeuronpediaConverter.convert_to_np_json(model, data, np_config, vocab)
             (output_dir / f"batch-{batch_index}.json").write_text(text)

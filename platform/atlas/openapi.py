@@ -56,7 +56,9 @@ _SCHEMAS: dict[str, Any] = {
         "values": {"type": "array", "items": {"type": "number"}},
         "maxValue": {"type": "number"}, "maxValueTokenIndex": {"type": "integer"}, "minValue": {"type": "number"},
         "binMin": {"type": "number", "description": "-1 for top examples"}, "binMax": {"type": "number"},
-        "binContains": {"type": "number", "description": "share of active tokens in the interval"}}},
+        "binContains": {"type": "number", "description": "share of active tokens in the interval"},
+        "qualifyingTokenIndex": {"type": "integer",
+                                 "description": "the token the example was chosen for (top: its peak)"}}},
     "Feature": {"type": "object", "required": ["modelId", "layer", "index", "activations", "explanations"],
                 "properties": {
         "modelId": {"type": "string"}, "layer": {"type": "string"}, "index": {"type": "integer"},

@@ -23,6 +23,8 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, required=True)
     parser.add_argument("--context-before", type=int, default=4)
     parser.add_argument("--context-after", type=int, default=2)
+    parser.add_argument("--whole-sequences", action="store_true",
+                        help="whole prompts (buffer=None, the Neuronpedia runner's default) instead of windows")
     args = parser.parse_args()
 
     params = DashboardParams(top_k=5, context_before=args.context_before, context_after=args.context_after,
@@ -32,7 +34,8 @@ def main() -> None:
     sae = SAE.load_from_disk(str(args.sae_dir), device="cpu")
     tokens = torch.from_numpy(np.load(args.tokens).astype(np.int64))
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    dashboards_generate(model, sae, tokens, list(range(sae.cfg.d_sae)), params, vocab_dict(model), args.output_dir)
+    dashboards_generate(model, sae, tokens, list(range(sae.cfg.d_sae)), params, vocab_dict(model), args.output_dir,
+                        whole_sequences=args.whole_sequences)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """atlas_import_saedashboard: SAEDashboard's batch-N.json files become an SAE's published dashboards."""
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -93,8 +94,39 @@ def test_imported_numbers_are_what_the_api_serves(sae: Sae, dataset: Dataset, tm
     assert interval["tokens"] == tokens_text(vocabulary, INTERVAL_IDS)
     assert np.allclose(interval["values"], [0.25, 0.0, 1.5, 0.0], atol=4e-3)
     assert (interval["binMin"], interval["binMax"], interval["binContains"]) == (1.0, 2.0, 0.125)
+    # The chosen tokens: the top example's peak, and the interval example's value inside (1, 2].
+    assert (top["qualifyingTokenIndex"], interval["qualifyingTokenIndex"]) == (2, 2)
     assert body["logits_hist_data_bar_values"] == [-2.0, 0.0, 2.0]
     assert body["logits_hist_data_bar_heights"] == [1, 2, 1]
+
+
+def test_whole_sequences_keep_each_examples_chosen_token(sae: Sae, dataset: Dataset, tmp_path: Path) -> None:
+    """Neuronpedia's runner (buffer=None) writes whole prompts, each with the position it was chosen for: the
+    second was chosen for its 3.0 though it peaks later. The third's index is out of range, so it takes its
+    largest value inside its interval (1, 2], the 1.5, not its 3.0."""
+    whole = [
+        (_activation(_pieces(sae.language_model, [40, 41, 42, 43, 44, 45]), [4.0, 0.0, 1.0, 0.0, 0.0, 0.5],
+                     (-1, 4.0, -1)), 0),
+        (_activation(_pieces(sae.language_model, [46, 47, 48, 49, 50, 51]), [0.0, 0.5, 1.0, 3.0, 0.0, 3.5],
+                     (-1, 4.0, -1)), 3),
+        (_activation(_pieces(sae.language_model, [52, 53, 54, 55, 56, 57]), [3.0, 0.0, 0.0, 0.0, 1.5, 0.0],
+                     (1.0, 2.0, 0.125)), 99),
+    ]
+    batch = _batch(sae.language_model)
+    feature = batch["features"][1]
+    feature["activations"] = [activation | {"qualifying_token_index": chosen} for activation, chosen in whole]
+    feature["n_tokens_in_prompt"] = 6
+    call_command("atlas_import_saedashboard", "tiny-llama", "0-res-6", str(_write(tmp_path / "batch-0.json", batch)),
+                 "--dataset", dataset.slug)
+    body = Client().get(f"/api/feature/tiny-llama/0-res-6/{INDEX}").json()
+    vocabulary = vocabulary_for(sae.language_model)
+    served = [(a["tokens"], a["qualifyingTokenIndex"]) for a in body["activations"]]
+    assert served == [(tokens_text(vocabulary, [40, 41, 42, 43, 44, 45]), 0),
+                      (tokens_text(vocabulary, [46, 47, 48, 49, 50, 51]), 3),
+                      (tokens_text(vocabulary, [52, 53, 54, 55, 56, 57]), 4)]
+    page = Client().get(f"/tiny-llama/0-res-6/{INDEX}").content.decode()
+    # Each example's printed value is its chosen token's.
+    assert [float(v) for v in re.findall(r'<span class="value">([\d.]+)</span>', page)] == [4.0, 3.0, 1.5]
 
 
 def test_activation_histogram_is_rebinned_over_zero_to_max(sae: Sae, dataset: Dataset, tmp_path: Path) -> None:
@@ -165,14 +197,16 @@ def test_a_feature_in_two_files_is_refused(sae: Sae, dataset: Dataset, tmp_path:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not PEER_PYTHON.exists(), reason="SAEDashboard's venv is made by `make bench-vs-saedashboard`")
-def test_real_saedashboard_output_imports(language_model: LanguageModel, dataset: Dataset, tmp_path: Path) -> None:
+@pytest.mark.parametrize("whole_sequences", [False, True], ids=["windows", "whole-sequences"])
+def test_real_saedashboard_output_imports(language_model: LanguageModel, dataset: Dataset, tmp_path: Path,
+                                          whole_sequences: bool) -> None:
     sae_dir = factories.sae_lens_write(tmp_path / "sae", d_in=language_model.d_model, d_sae=16)
     tokens = tmp_path / "tokens.npy"
     np.save(tokens, np.load(dataset.tokens_path)[:12])
     out = tmp_path / "saedashboard"
     command = [str(PEER_PYTHON), "-m", "tests.features.saedashboard_batch_write", "--model-dir",
                str(factories.tiny_model_dir()), "--sae-dir", str(sae_dir), "--tokens", str(tokens),
-               "--output-dir", str(out)]
+               "--output-dir", str(out), *(["--whole-sequences"] if whole_sequences else [])]
     env = {"PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
     Sae.objects.create(language_model=language_model, slug="0-res-16", hook_name=factories.TINY_HOOK, layer=0,
@@ -196,3 +230,5 @@ def test_real_saedashboard_output_imports(language_model: LanguageModel, dataset
         for served, written in zip(top_api, top_file, strict=True):
             assert served["tokens"] == tokens_text(vocabulary, tokenizer.convert_tokens_to_ids(written["tokens"]))
             assert served["values"] == pytest.approx(written["values"], abs=body["maxActApprox"] * 1e-3)
+            if whole_sequences:  # then SAEDashboard's qualifying token counts from the example's first token
+                assert served["qualifyingTokenIndex"] == written["qualifying_token_index"]

@@ -8,7 +8,7 @@ from django.test import Client
 
 from atlas.datasets.models import Dataset
 from atlas.features.models import Feature
-from atlas.features.packing import DashboardLayoutError, StoredExample, dashboard_unpack
+from atlas.features.packing import DashboardLayoutError, StoredExample, dashboard_unpack, features_pack
 from atlas.features.services import run_results_publish
 from atlas.lms.models import LanguageModel
 from atlas.lms.selectors import tokens_text, vocabulary_for
@@ -121,7 +121,7 @@ def test_tokens_and_values_take_two_bytes_each(synthetic: tuple[Sae, FeatureDash
     blob = bytes(Feature.objects.filter(run_id=sae.published_run_id)[0].dashboard)
     slots = PARAMS.top_k + PARAMS.n_intervals * PARAMS.examples_per_interval
     tables = (8 * (PARAMS.n_intervals + PARAMS.act_hist_bins + PARAMS.logit_hist_bins) + 16 * PARAMS.logit_tokens
-              + 8 * PARAMS.neighbours)
+              + 8 * PARAMS.neighbours + 2 * slots)  # the last: each slot's focus
     assert len(blob) - tables < slots * PARAMS.window * 4 + 64
 
 
@@ -152,6 +152,38 @@ def test_a_version_1_blob_still_decodes_without_neighbours() -> None:
     assert stored.intervals == [[StoredExample([12, 13, 14], [0.0, 1.0, 0.0], 1)], []]
     assert (stored.interval_shares, stored.logit_top_ids, stored.logit_hist_max) == ([0.25, 0.75], [7, 5], 1.5)
     assert (stored.neighbour_ids, stored.neighbour_cosines) == ([], [])
+
+
+# The same feature written by layout version 2 (neighbours, one focus for every example), with neighbour 4 at 0.5.
+VERSION_2_BLOB = bytes.fromhex(
+    "020203000100010002000100020002000200010000000040000000000000d03f000000000000e83f03000000000000000100000000000000"
+    "01000000000000000200000000000000000080bf0000c03f07000000050000000000c03f0000003f0200000003000000000080bf000000bf"
+    "ffff0a000b000c000d000e00ffffffffffff007e003c0034000000380000007e007e007e040000000000003f"
+)
+
+
+def test_a_version_2_blob_still_decodes_with_one_focus_for_all() -> None:
+    stored = dashboard_unpack(VERSION_2_BLOB)
+    assert (stored.top[0].token_ids, stored.top[0].values, stored.top[0].focus) == ([10, 11], [2.0, 0.5], 0)
+    assert stored.intervals == [[StoredExample([12, 13, 14], [0.0, 1.0, 0.0], 1)], []]
+    assert (stored.neighbour_ids, stored.neighbour_cosines) == ([4], [0.5])
+
+
+def test_each_example_keeps_its_own_focus() -> None:
+    """Whole sequences (imported) peak anywhere: slot 0 at position 2, slot 1 at 0; slot 2 is empty."""
+    window_values = np.array([[[0.5, 1.0, 2.0], [1.0, 0.0, 0.5], [np.nan] * 3]], dtype=np.float32)
+    rows = features_pack(
+        focus=1, max_act=np.array([2.0], dtype=np.float32), interval_shares=np.array([[0.25, 0.75]]),
+        act_hist_counts=np.zeros((1, 2), dtype=np.int64), logit_hist_counts=np.zeros((1, 2), dtype=np.int64),
+        logit_hist_min=np.zeros(1, dtype=np.float32), logit_hist_max=np.ones(1, dtype=np.float32),
+        logit_top_ids=np.zeros((1, 1), dtype=np.int64), logit_top_values=np.zeros((1, 1), dtype=np.float32),
+        logit_bottom_ids=np.zeros((1, 1), dtype=np.int64), logit_bottom_values=np.zeros((1, 1), dtype=np.float32),
+        window_tokens=np.array([[[10, 11, 12], [13, 14, 15], [-1, -1, -1]]]), window_values=window_values, n_top=1,
+        example_focus=np.array([[2, 0, 0]]),
+    )
+    stored = dashboard_unpack(rows[0].tobytes())
+    assert (stored.top[0].focus, stored.top[0].value) == (2, 2.0)
+    assert (stored.intervals[0][0].focus, stored.intervals[0][0].value) == (0, 1.0)
 
 
 def test_a_blob_of_another_layout_is_refused_with_its_version(published_feature: Feature) -> None:

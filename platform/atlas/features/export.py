@@ -115,6 +115,7 @@ def _activation_rows(payload: dict[str, Any], source: NeuronpediaSource, run_id:
             binMin=activation["binMin"],
             binMax=activation["binMax"],
             binContains=activation["binContains"],
+            qualifyingTokenIndex=activation["qualifyingTokenIndex"],
             **_NO_DFA,
         )
 

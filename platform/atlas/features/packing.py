@@ -8,7 +8,8 @@ a fixed header that gives the sizes of everything after it, so a blob decodes wi
     token_bytes         uint8              2: token ids are uint16 and 0xFFFF marks "outside the sequence";
                                            4: int32 and -1 does (a run uses 2 when every id fits)
     window              uint16             W, tokens per example window
-    focus               uint16             index in the window of the token the example was chosen for
+    focus               uint16             index in the window of the token the example was chosen for, in
+                                           every example of a computed run (version 3 also stores it per slot)
     n_top               uint16             K, top-example slots
     n_intervals         uint16             I, activation intervals; interval i is (i*max/I, (i+1)*max/I]
     per_interval        uint16             P, example slots per interval
@@ -30,9 +31,13 @@ a fixed header that gives the sizes of everything after it, so a blob decodes wi
     values              float16[S, W]      activation / scale, NaN outside the sequence
     neighbour_ids       int32[N]           other features of the SAE, by decoder cosine descending
     neighbour_cosines   float32[N]
+    example_focus       uint16[S]          each slot's chosen token (version 3 on): imported whole-sequence
+                                           examples have it anywhere; computed runs write `focus` everywhere
 
 Version 1 blobs, written before neighbours existed, lack the `neighbours` header field and the two arrays
-after `values`; they still decode, with no neighbours.
+after `values`; they still decode, with no neighbours. Version 2 blobs lack `example_focus`; every example of
+theirs has the header's focus.
+A window is a stretch of one sequence, so the positions outside it are only ever at its ends.
 Dividing by the feature's maximum keeps large activations inside float16's range, and makes the top
 example's peak decode to exactly max_act (1.0 * scale), so a page's numbers agree with each other.
 """
@@ -42,7 +47,7 @@ from dataclasses import astuple, dataclass, fields
 import numpy as np
 import numpy.typing as npt
 
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 _OUTSIDE_UINT16 = 0xFFFF
 
 
@@ -86,6 +91,7 @@ class Layout:
             ("tokens", "<u2" if self.token_bytes == 2 else "<i4", slots),
             ("values", "<f2", slots),
             *(neighbours if version >= 2 else []),
+            *([("example_focus", "<u2", (self.slots,))] if version >= 3 else []),
         ])
 
 
@@ -95,7 +101,7 @@ def _header(layout_fields: list[str]) -> np.dtype[np.void]:
 
 
 _LAYOUT_FIELDS = [field.name for field in fields(Layout)]
-_HEADERS = {1: _header(_LAYOUT_FIELDS[:-1]), 2: _header(_LAYOUT_FIELDS)}
+_HEADERS = {1: _header(_LAYOUT_FIELDS[:-1]), 2: _header(_LAYOUT_FIELDS), 3: _header(_LAYOUT_FIELDS)}
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,7 @@ def features_pack(
     n_top: int,
     neighbour_ids: npt.NDArray[np.integer] | None = None,  # [F, N]; None for results computed without them
     neighbour_cosines: npt.NDArray[np.floating] | None = None,  # [F, N]
+    example_focus: npt.NDArray[np.integer] | None = None,  # [F, S]; None: every example's is `focus`
 ) -> npt.NDArray[np.void]:
     """Pack F features at once; row i's bytes are feature i's blob."""
     n_features, n_slots, window = window_tokens.shape
@@ -176,6 +183,7 @@ def features_pack(
     rows["values"] = (window_values.astype(np.float32) / scale[:, None, None]).astype(np.float16)
     rows["neighbour_ids"] = neighbour_ids
     rows["neighbour_cosines"] = neighbour_cosines
+    rows["example_focus"] = focus if example_focus is None else example_focus
     return rows
 
 
@@ -191,15 +199,17 @@ def _layout_read(blob: bytes) -> tuple[int, Layout]:
     return version, Layout(*sizes, *([0] if version == 1 else []))
 
 
-def _examples(tokens: npt.NDArray[np.int32], values: npt.NDArray[np.float64], focus: int) -> list[StoredExample]:
-    """The non-empty slots of a block of them. A window is a stretch of one sequence, so the positions outside it
-    are at its ends and trimming is a slice; all slots convert to lists at once."""
+def _examples(tokens: npt.NDArray[np.int32], values: npt.NDArray[np.float64],
+              focus: npt.NDArray[np.integer]) -> list[StoredExample]:
+    """The non-empty slots of a block of them (focus: each slot's). A window is a stretch of one sequence, so the
+    positions outside it are at its ends and trimming is a slice; all slots convert to lists at once."""
     inside = tokens >= 0
     starts = inside.argmax(axis=1).tolist()
     lengths = inside.sum(axis=1).tolist()
-    token_rows, value_rows = tokens.tolist(), values.tolist()
+    token_rows, value_rows, focus_rows = tokens.tolist(), values.tolist(), focus.tolist()
     return [
-        StoredExample(token_rows[slot][start:start + length], value_rows[slot][start:start + length], focus - start)
+        StoredExample(token_rows[slot][start:start + length], value_rows[slot][start:start + length],
+                      focus_rows[slot] - start)
         for slot, (start, length) in enumerate(zip(starts, lengths, strict=True))
         if length
     ]
@@ -221,10 +231,12 @@ def dashboard_unpack(blob: bytes) -> StoredDashboard:
     interval_shape = (layout.n_intervals, layout.per_interval, layout.window)
     interval_tokens = tokens[layout.n_top:].reshape(interval_shape)
     interval_values = values[layout.n_top:].reshape(interval_shape)
+    focus = row["example_focus"] if version >= 3 else np.full(layout.slots, layout.focus)
+    interval_focus = focus[layout.n_top:].reshape(interval_shape[:2])
     return StoredDashboard(
-        top=_examples(tokens[top], values[top], layout.focus),
+        top=_examples(tokens[top], values[top], focus[top]),
         intervals=[
-            _examples(interval_tokens[interval], interval_values[interval], layout.focus)
+            _examples(interval_tokens[interval], interval_values[interval], interval_focus[interval])
             for interval in range(layout.n_intervals)
         ],
         interval_shares=row["interval_shares"].tolist(),

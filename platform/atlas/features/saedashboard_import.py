@@ -12,8 +12,12 @@ Three things cannot carry over exactly, and are approximated (the README says so
   re-binned by each bar's centre;
 - bin_contains is kept as SAEDashboard wrote it (the share of all tokens in the interval, zeros included in the
   lowest), which is what Neuronpedia shows for the same files;
-- every example window must put its chosen token at the same place, as SAEDashboard's buffer does; that place is
-  read from where each feature's first top example peaks.
+- each example's chosen token (the one shown bold, whose value the page prints) comes from its layout. Windows
+  (written with a buffer) put it at the same place in every example, read from where each feature's first top
+  example peaks. Whole sequences (buffer=None, what Neuronpedia's runner writes; an example as long as the prompt
+  less one token) carry it as qualifying_token_index, which for windows counts from the start of the sequence
+  rather than of the window and so is not used there. A whole sequence whose index is missing or out of range
+  takes a top example's peak, or an interval example's largest value inside its interval.
 """
 
 import json
@@ -59,6 +63,8 @@ class ImportedExample:
     bin_min: float
     bin_max: float
     bin_contains: float
+    # SAEDashboard's qualifying_token_index: the position the example was chosen for (see the module docstring).
+    qualifying: int | None = None
 
     @property
     def is_top(self) -> bool:
@@ -172,8 +178,9 @@ def _example_read(reader: _Reader, tokens: TokenIds) -> ImportedExample:
     values = reader.field("values").numbers()
     if len(values) != len(token_ids):
         raise SaeDashboardImportError(f"{reader.where}.values: {len(values)} values for {len(token_ids)} tokens.")
+    qualifying = reader.field("qualifying_token_index").integer() if "qualifying_token_index" in reader.value else None
     return ImportedExample(token_ids, values, reader.field("bin_min").number(), reader.field("bin_max").number(),
-                           reader.field("bin_contains").number())
+                           reader.field("bin_contains").number(), qualifying)
 
 
 def _feature_read(reader: _Reader, tokens: TokenIds, d_sae: int) -> ImportedFeature:
@@ -250,6 +257,19 @@ def _interval_of(example: ImportedExample, max_act: float, n_intervals: int) -> 
     return min(max(round(example.bin_min / max_act * n_intervals), 0), n_intervals - 1)
 
 
+def _chosen_token(example: ImportedExample, n_tokens_in_prompt: int, window_focus: int) -> int:
+    if len(example.values) < n_tokens_in_prompt - 1:
+        return window_focus
+    if example.qualifying is not None and 0 <= example.qualifying < len(example.values):
+        return example.qualifying
+    values = np.asarray(example.values, dtype=np.float64)
+    if not example.is_top:
+        inside = (values >= example.bin_min) & (values <= example.bin_max)
+        if inside.any():
+            return int(np.argmax(np.where(inside, values, -np.inf)))
+    return int(np.argmax(values)) if values.size else 0
+
+
 def _shape(features: list[ImportedFeature]) -> _Shape:
     live = [feature for feature in features if _live_examples(feature)]
     examples = [example for feature in live for example in feature.examples]
@@ -309,6 +329,7 @@ class _Arrays:
         self.logit_values = {side: np.zeros((n, shape.logit_tokens), dtype=np.float32) for side in ("top", "bottom")}
         self.window_tokens = np.full((n, slots, shape.window), -1, dtype=np.int32)
         self.window_values = np.full((n, slots, shape.window), np.nan, dtype=np.float32)
+        self.example_focus = np.full((n, slots), shape.focus, dtype=np.int64)
 
     def fill(self, feature: ImportedFeature) -> None:
         i = feature.index
@@ -337,6 +358,7 @@ class _Arrays:
                 slot = shape.n_top + interval * shape.per_interval + rank
             self.window_tokens[i, slot, : len(example.token_ids)] = example.token_ids
             self.window_values[i, slot, : len(example.values)] = example.values
+            self.example_focus[i, slot] = _chosen_token(example, feature.n_tokens_in_prompt, shape.focus)
 
     def pack(self) -> npt.NDArray[np.void]:
         return features_pack(
@@ -346,6 +368,7 @@ class _Arrays:
             logit_top_ids=self.logit_ids["top"], logit_top_values=self.logit_values["top"],
             logit_bottom_ids=self.logit_ids["bottom"], logit_bottom_values=self.logit_values["bottom"],
             window_tokens=self.window_tokens, window_values=self.window_values, n_top=self.shape.n_top,
+            example_focus=self.example_focus,
         )
 
 

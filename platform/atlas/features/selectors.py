@@ -239,6 +239,7 @@ def _activation_payload(example: ExampleView) -> dict[str, Any]:
         "binMin": -1 if example.is_top else example.bin_min,
         "binMax": -1 if example.is_top else example.bin_max,
         "binContains": -1 if example.is_top else example.bin_contains,
+        "qualifyingTokenIndex": example.focus,
     }
 
 
