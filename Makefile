@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)/platform:$(CURDIR)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test install install-dev lint typecheck pytest worker web stop clean bench-vs-forward bench-vs-saedashboard bench-gpu bench-ingest bench-api
+.PHONY: demo test install install-dev lint typecheck pytest worker live-worker web stop clean bench-vs-forward bench-vs-saedashboard bench-gpu bench-ingest bench-api
 
 $(VENV)/.base: requirements/base.txt requirements/constraints.txt
 	$(SYSTEM_PYTHON) -m venv $(VENV)
@@ -47,8 +47,13 @@ typecheck: $(VENV)/.dev
 pytest: $(VENV)/.dev
 	$(VENV)/bin/pytest
 
+# Computes runs, and answers live activations between shards.
 worker: $(VENV)/.base
-	$(PY) -m celery -A atlas worker -Q gpu --pool solo --loglevel INFO
+	$(PY) -m celery -A atlas worker -Q gpu,live --pool solo --loglevel INFO
+
+# Answers live activations only, so they come back while `make worker` is busy with a run.
+live-worker: $(VENV)/.base
+	$(PY) -m celery -A atlas worker -Q live --pool solo --loglevel INFO -n live@%h
 
 web: $(VENV)/.base
 	$(VENV)/bin/gunicorn atlas.wsgi --pythonpath platform --bind 127.0.0.1:8000

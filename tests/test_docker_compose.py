@@ -1,4 +1,4 @@
-"""docker-compose.yml: postgres, redis, web (gunicorn) and a GPU worker on the gpu queue."""
+"""docker-compose.yml: postgres, redis, web (gunicorn), a GPU worker for runs and one for live activations."""
 
 import os
 import shutil
@@ -19,9 +19,10 @@ def _compose() -> dict[str, Any]:
 
 def test_services_and_their_roles() -> None:
     services = _compose()["services"]
-    assert set(services) == {"postgres", "redis", "web", "worker"}
+    assert set(services) == {"postgres", "redis", "web", "worker", "live"}
     assert "gunicorn atlas.wsgi" in " ".join(services["web"]["command"])
-    assert services["worker"]["command"][:6] == ["celery", "-A", "atlas", "worker", "-Q", "gpu"]
+    assert services["worker"]["command"][:6] == ["celery", "-A", "atlas", "worker", "-Q", "gpu,live"]
+    assert services["live"]["command"][:6] == ["celery", "-A", "atlas", "worker", "-Q", "live"]
 
 
 def test_worker_reserves_a_gpu() -> None:
@@ -31,7 +32,7 @@ def test_worker_reserves_a_gpu() -> None:
 
 def test_web_and_worker_use_the_real_services() -> None:
     services = _compose()["services"]
-    for name in ("web", "worker"):
+    for name in ("web", "worker", "live"):
         environment = services[name]["environment"]
         assert environment["DATABASE_URL"].startswith("postgres://") and "@postgres:" in environment["DATABASE_URL"]
         assert environment["REDIS_URL"] == "redis://redis:6379/0"

@@ -160,8 +160,11 @@ ATLAS_METRICS_SEQUENCES = envint("ATLAS_METRICS_SEQUENCES", 32)
 # A failing shard or merge is tried this many times before the run fails with its error.
 ATLAS_TASK_ATTEMPTS = envint("ATLAS_TASK_ATTEMPTS", 3)
 ATLAS_TASK_RETRY_SECONDS = float(os.environ.get("ATLAS_TASK_RETRY_SECONDS", "5"))
-# Live activations (typed text on a feature page, activation search) wait this long for a worker on
-# ATLAS_GPU_QUEUE, then answer 503; a worker busy with a shard answers only when the shard ends.
+# Live activations (typed text on a feature page, activation search) go to this queue. `make worker` serves it
+# beside ATLAS_GPU_QUEUE, but only between shards; a worker on this queue alone (`make live-worker`, the compose
+# `live` service, the demo's second worker) answers while runs are being computed.
+ATLAS_LIVE_QUEUE = os.environ.get("ATLAS_LIVE_QUEUE", "live")
+# A live request waits this long for a worker, then answers 503.
 ATLAS_LIVE_TIMEOUT_SECONDS = float(os.environ.get("ATLAS_LIVE_TIMEOUT_SECONDS", "30"))
 # Typed text is cut to the model's context in tokens; this bounds what one request may send, in characters.
 ATLAS_LIVE_MAX_CHARACTERS = envint("ATLAS_LIVE_MAX_CHARACTERS", 4000)

@@ -52,32 +52,37 @@ def _wait_until_ready(worker: Worker) -> None:
 
 
 class Workers:
-    """Starts `celery -A atlas worker` processes on one queue; each is a separate OS process."""
+    """Starts `celery -A atlas worker` processes on this test's own run and live queues, as `make worker` does
+    (both queues) or `make live-worker` (the live one alone); each is a separate OS process."""
 
     def __init__(self, queue: str, media_root: Path) -> None:
-        self.queue = queue
+        self.queue, self.live_queue = queue, f"{queue}-live"
         self.env = {
             **os.environ,
             "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}",
             "DATABASE_URL": _test_database_url(),
             "ATLAS_MEDIA_ROOT": str(media_root),
             "ATLAS_GPU_QUEUE": queue,
+            "ATLAS_LIVE_QUEUE": self.live_queue,
             "ATLAS_RUN_PROGRESS_SECONDS": "0",
             "ATLAS_TASK_RETRY_SECONDS": "0.2",
         }
         self.started: list[Worker] = []
 
-    def start(self, *, batch_sleep: float = 0.0, visibility_timeout: int | None = None) -> Worker:
+    def start(self, *, batch_sleep: float = 0.0, visibility_timeout: int | None = None,
+              live_only: bool = False) -> Worker:
         """A worker; batch_sleep slows its model pass so a test can catch it mid-shard (see slow_worker.py).
 
         visibility_timeout: seconds after which this worker hands out again a task a dead worker took.
+        live_only: serve live activations only, like `make live-worker`.
         """
         env = {**self.env, "ATLAS_TEST_BATCH_SLEEP": str(batch_sleep)}
         if visibility_timeout is not None:
             env["ATLAS_TASK_VISIBILITY_TIMEOUT"] = str(visibility_timeout)
         name = f"{self.queue}-{len(self.started)}@%h"
+        queues = self.live_queue if live_only else f"{self.queue},{self.live_queue}"
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.pipeline.slow_worker", "-A", "atlas", "worker", "-Q", self.queue,
+            [sys.executable, "-m", "tests.pipeline.slow_worker", "-A", "atlas", "worker", "-Q", queues,
              "--pool", "solo", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "-n", name],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
@@ -103,8 +108,8 @@ class Workers:
 @pytest.fixture
 def workers(transactional_db: None, settings: Any, media_root: Path) -> Iterator[Workers]:
     queue = f"gpu-test-{uuid.uuid4().hex[:8]}"
-    settings.ATLAS_GPU_QUEUE = queue
     started = Workers(queue, media_root)
+    settings.ATLAS_GPU_QUEUE, settings.ATLAS_LIVE_QUEUE = started.queue, started.live_queue
     yield started
     started.stop_all()
     # Close the test's own connection so the test database can be flushed without waiting on it.

@@ -1,6 +1,7 @@
 """Live activations through a real worker process: the API's answer equals a direct run of the same text."""
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,10 @@ from django.test import Client
 
 from atlas.lms.models import LanguageModel
 from atlas.lms.selectors import tokens_text, vocabulary_for
-from atlas.saes.models import Sae
+from atlas.saes.models import DashboardRun, Sae
 from tests import factories
 from tests.pipeline.conftest import Workers
+from tests.pipeline.runs import upload
 from workers.compute.language_model import ModelSource, load_language_model
 from workers.compute.live import TextActivations, feature_activations_on_text, top_features_on_text
 from workers.compute.sae import sae_load
@@ -73,3 +75,27 @@ def test_search_all_ranks_the_features_a_worker_found(sae: Sae) -> None:
     for result, values in zip(body["result"], expected.values, strict=True):
         assert (result["modelId"], result["layer"]) == ("tiny-llama", sae.slug)
         np.testing.assert_allclose(result["values"], values, rtol=1e-5, atol=1e-6)
+
+
+def test_a_live_worker_answers_while_the_run_worker_computes(workers: Workers, settings: Any, tmp_path: Path) -> None:
+    """The run worker (both queues, like `make worker`) is held inside a slow shard; the live-only worker (like
+    `make live-worker`) answers typed text before that shard ends."""
+    settings.ATLAS_RUN_BATCH_SIZE = 2
+    language_model = factories.language_model_make()
+    dataset = factories.dataset_make(language_model, n_sequences=8)
+    client = Client()
+    client.force_login(factories.user_make())
+    sae = upload(client, dataset, factories.sae_lens_write(tmp_path / "sae", d_in=language_model.d_model), "0-res-busy")
+    workers.start(batch_sleep=3.0)
+    run = DashboardRun.objects.get(sae=sae)
+    deadline = time.monotonic() + 60
+    while run.progress_done == 0 and time.monotonic() < deadline:  # inside the first shard's batches
+        time.sleep(0.2)
+        run.refresh_from_db()
+    live = workers.start(live_only=True)
+    body = _post("/api/activation/new", {"feature": {"modelId": "tiny-llama", "source": sae.slug, "index": "0"},
+                                         "customText": TEXT})
+    run.refresh_from_db()
+    assert not run.is_finished, "the run ended before the live answer; the test proves nothing"
+    assert body["tokens"] and len(body["values"]) == len(body["tokens"])
+    assert any("text_activations" in line and "succeeded" in line for line in live.log), "".join(live.log[-20:])

@@ -63,7 +63,7 @@ def no_worker_message() -> str:
 
 def _worker_answer(**task_kwargs: Any) -> dict[str, Any]:
     timeout = settings.ATLAS_LIVE_TIMEOUT_SECONDS
-    result = celery_app.send_task(LIVE_TASK, kwargs=task_kwargs, queue=settings.ATLAS_GPU_QUEUE, expires=timeout)
+    result = celery_app.send_task(LIVE_TASK, kwargs=task_kwargs, queue=settings.ATLAS_LIVE_QUEUE, expires=timeout)
     try:
         answer = result.get(timeout=timeout, propagate=False)
     except CeleryTimeoutError as error:

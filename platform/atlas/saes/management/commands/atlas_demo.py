@@ -125,7 +125,7 @@ class Command(BaseCommand):
         # Ctrl-C or `kill` both stop the demo's worker and web server, even when started in the background.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-        worker, web = self._processes_start(bind)
+        worker, live_worker, web = self._processes_start(bind)
         url = f"http://{bind}/{sae.language_model.slug}/{sae.slug}/"
         self.stdout.write(self.style.SUCCESS(f"Serving at http://{bind}/ (the demo SAE: {url}); Ctrl-C stops."))
         try:
@@ -135,27 +135,31 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             pass
         finally:
-            for process in (web, worker):
+            for process in (web, worker, live_worker):
                 process.send_signal(signal.SIGTERM)
-            for process in (web, worker):
+            for process in (web, worker, live_worker):
                 process.wait(timeout=30)
-            self.stdout.write("Stopped the web server and the worker; `make stop` stops Postgres and Redis.")
+            self.stdout.write("Stopped the web server and the workers; `make stop` stops Postgres and Redis.")
 
-    def _processes_start(self, bind: str) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    def _processes_start(
+        self, bind: str
+    ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+        """The run worker (live activations too, between shards), a live-only worker so the live box answers while
+        the demo SAE is computed, and the web server."""
         python = sys.executable
-        worker = subprocess.Popen(
-            [python, "-m", "celery", "-A", "atlas", "--quiet", "worker", "-Q", settings.ATLAS_GPU_QUEUE,
-             "--pool", "solo", "--loglevel", "WARNING"]
-        )
+        celery = [python, "-m", "celery", "-A", "atlas", "--quiet", "worker", "--pool", "solo", "--loglevel", "WARNING"]
+        worker = subprocess.Popen([*celery, "-Q", f"{settings.ATLAS_GPU_QUEUE},{settings.ATLAS_LIVE_QUEUE}",
+                                   "-n", "runs@%h"])
+        live_worker = subprocess.Popen([*celery, "-Q", settings.ATLAS_LIVE_QUEUE, "-n", "live@%h"])
         web = subprocess.Popen(
             [str(Path(python).with_name("gunicorn")), "atlas.wsgi", "--pythonpath", "platform", "--bind", bind,
              "--workers", "2", "--log-level", "warning"],
             cwd=settings.BASE_DIR,
         )
         time.sleep(3)  # both fail fast on a bad command line, and gunicorn binds its port first thing
-        if web.poll() is None and worker.poll() is None:
-            return worker, web
-        for process in (web, worker):
+        if web.poll() is None and worker.poll() is None and live_worker.poll() is None:
+            return worker, live_worker, web
+        for process in (web, worker, live_worker):
             process.terminate()
         if web.poll() not in (None, -signal.SIGTERM):
             raise CommandError(
