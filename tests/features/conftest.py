@@ -14,6 +14,7 @@ from atlas.features.models import Feature
 from atlas.features.services import run_results_publish
 from atlas.lms.models import LanguageModel
 from atlas.saes.models import DashboardRun, Sae
+from atlas.saes.selectors import run_features_count
 from tests.features.factories import dashboards_empty
 from tests.features.private_postgres import PrivatePostgres
 
@@ -75,7 +76,13 @@ def listed_features(published_feature: Feature) -> Sae:
     """The published SAE with densities and maxima set per feature: 0, 1 and 2 are dead, 3 to 7 live."""
     densities = {3: 0.25, 4: 1e-4, 5: 0.01, 6: 0.5, 7: 1e-6}
     maxima = {3: 4.0, 4: 9.0, 5: 1.0, 6: 2.0, 7: 7.0}
-    for feature in Feature.objects.filter(run=published_feature.run):
+    run = published_feature.run
+    for feature in Feature.objects.filter(run=run):
         feature.frac_nonzero, feature.max_act = densities.get(feature.index, 0.0), maxima.get(feature.index, 0.0)
         feature.save(update_fields=["frac_nonzero", "max_act"])
-    return published_feature.run.sae
+    # Publishing counted the rows as they were; count them again, as publishing these values would have.
+    counts = run_features_count(run.pk)
+    DashboardRun.objects.filter(pk=run.pk).update(features_total=counts.total, features_dead=counts.dead,
+                                                  features_dense=counts.dense)
+    sae: Sae = Sae.objects.select_related("published_run").get(pk=run.sae_id)
+    return sae

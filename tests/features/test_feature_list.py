@@ -1,15 +1,19 @@
 """The SAE page's feature table: sorts, filters, dead features hidden, log density, random and jump links."""
 
+import importlib
 import re
 from typing import Any
 
 import pytest
+from django.apps import apps as django_apps
 from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from atlas.explanations.models import Explanation
-from atlas.features.selectors import FeatureListing, FeatureSort, sae_features
-from atlas.saes.models import Sae
+from atlas.features.models import Feature
+from atlas.features.selectors import FeatureListing, FeatureSort, sae_features, sae_features_page
+from atlas.saes.models import DashboardRun, Sae
 
 PAGE = "/tiny-llama/0-res-8/"
 
@@ -106,3 +110,37 @@ def test_sort_queries_use_the_run_indexes(listed_features: Sae) -> None:
         plan = queryset.explain()
         cursor.execute("RESET enable_seqscan")
     assert "feature_run_density" in plan
+
+
+@pytest.mark.parametrize(("show_dead", "expected"), [(False, 5), (True, 8)])
+def test_the_plain_listing_takes_its_length_from_the_runs_counts(listed_features: Sae, show_dead: bool,
+                                                                 expected: int) -> None:
+    listing = FeatureListing(show_dead=show_dead, sort=FeatureSort.DENSITY)
+    with CaptureQueriesContext(connection) as queries:
+        page = sae_features_page(listed_features, listing, 1)
+        rows = list(page)
+    assert page.paginator.count == expected == len(rows) == sae_features(listed_features, listing).count()
+    assert not any("COUNT(" in query["sql"] for query in queries.captured_queries)
+
+
+def test_a_filtered_listing_is_counted(listed_features: Sae) -> None:
+    listing = FeatureListing(max_act_min=3.0)
+    with CaptureQueriesContext(connection) as queries:
+        count = sae_features_page(listed_features, listing, 1).paginator.count
+    assert count == 3  # features 3, 4 and 7
+    assert any("COUNT(" in query["sql"] for query in queries.captured_queries)
+
+
+def test_publishing_stores_the_runs_counts(published_feature: Feature) -> None:
+    run = DashboardRun.objects.get(pk=published_feature.run_id)
+    features = Feature.objects.filter(run=run)
+    assert (run.features_total, run.features_dead, run.features_dense) == (
+        features.count(), features.filter(frac_nonzero=0).count(), features.filter(frac_nonzero__gt=0.1).count())
+
+
+def test_the_migration_counts_runs_published_before_counts_were_stored(listed_features: Sae) -> None:
+    migration = importlib.import_module("migrations.saes.0004_run_feature_counts")
+    DashboardRun.objects.update(features_total=None, features_dead=None, features_dense=None)
+    migration.count_published_runs(django_apps, None)
+    run = DashboardRun.objects.get(pk=listed_features.published_run_id)
+    assert (run.features_total, run.features_dead, run.features_dense) == (8, 3, 2)  # dense: 3 (0.25) and 6 (0.5)

@@ -22,7 +22,7 @@ from atlas.features.packing import StoredDashboard, StoredExample, dashboard_unp
 from atlas.lms.models import LanguageModel
 from atlas.lms.selectors import tokens_text, vocabulary_for
 from atlas.saes.models import DashboardRun, Sae
-from atlas.saes.selectors import run_metrics_payload
+from atlas.saes.selectors import run_feature_counts, run_metrics_payload
 
 # Neuronpedia's features-offset returns this many features a call; clients page by it.
 API_FEATURES_PER_OFFSET = 25
@@ -311,8 +311,33 @@ def sae_features(sae: Sae, listing: FeatureListing) -> QuerySet[Feature]:
     return features.order_by(*(f"-{column}" if listing.descending else column for column in columns))
 
 
+class _CountedPaginator(Paginator):  # type: ignore[type-arg]  # not subscriptable at run time
+    """A Paginator given its count, so it need not count the rows."""
+
+    def __init__(self, object_list: QuerySet[Feature], per_page: int, count: int) -> None:
+        super().__init__(object_list, per_page)
+        self.known_count = count
+
+    @property
+    def count(self) -> int:
+        return self.known_count
+
+
+def _listing_count(sae: Sae, listing: FeatureListing) -> int | None:
+    """How many features the listing holds, from the counts stored with the run when it filters nothing but
+    (perhaps) the dead ones; None when it must be counted."""
+    counts = run_feature_counts(sae.published_run) if sae.published_run is not None else None
+    plain = FeatureListing(sort=listing.sort, descending=listing.descending, show_dead=listing.show_dead)
+    if counts is None or listing != plain:
+        return None
+    return counts.total if listing.show_dead else counts.total - counts.dead
+
+
 def sae_features_page(sae: Sae, listing: FeatureListing, page_number: int | str | None) -> Page[Feature]:
-    return Paginator(sae_features(sae, listing), settings.ATLAS_FEATURES_PER_PAGE).get_page(page_number)
+    features, per_page = sae_features(sae, listing), settings.ATLAS_FEATURES_PER_PAGE
+    count = _listing_count(sae, listing)
+    paginator = Paginator(features, per_page) if count is None else _CountedPaginator(features, per_page, count)
+    return paginator.get_page(page_number)
 
 
 def feature_list_query(sae: Sae, index: int) -> str:

@@ -12,6 +12,7 @@ from psycopg import sql
 from atlas.features.models import Feature
 from atlas.features.packing import features_pack
 from atlas.saes.models import DashboardRun, Sae
+from atlas.saes.selectors import run_features_count
 from workers.compute.results import Examples, FeatureDashboards
 
 # Features packed per COPY block: a few MB of rows, so memory stays flat however large the SAE.
@@ -144,6 +145,7 @@ def run_mark_published(*, sae: Sae, run: DashboardRun, n_features: int) -> int |
     previous = sae.published_run_id
     sae.published_run = run
     sae.save(update_fields=["published_run"])
+    counts = run_features_count(run.pk)
     DashboardRun.objects.filter(pk=run.pk).update(
         status=DashboardRun.Status.SUCCEEDED,
         finished=timezone.now(),
@@ -151,5 +153,8 @@ def run_mark_published(*, sae: Sae, run: DashboardRun, n_features: int) -> int |
         error="",
         progress_done=n_features,
         progress_total=n_features,
+        features_total=counts.total,
+        features_dead=counts.dead,
+        features_dense=counts.dense,
     )
     return previous if previous is not None and previous != run.pk else None

@@ -72,6 +72,11 @@ class DashboardRun(models.Model):
     created = models.DateTimeField(auto_now_add=True)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
+    # Counted once, when the run is published, so the SAE page need not count 100,000 rows on every view;
+    # None until then. Dense: active on more than saes.selectors.DENSE_FEATURE_FRACTION of the tokens.
+    features_total = models.PositiveIntegerField(null=True, blank=True)
+    features_dead = models.PositiveIntegerField(null=True, blank=True)
+    features_dense = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created"]

@@ -5,6 +5,7 @@ from typing import Any
 
 from django.db.models import Count, Q
 
+from atlas.features.models import Feature
 from atlas.saes.models import DashboardRun, RunMetrics, Sae
 
 # A feature active on more than this share of the run's tokens is dense (Neuronpedia's and SAELens's 10%).
@@ -31,6 +32,7 @@ class FeatureCounts:
 
     dead: int
     dense: int
+    total: int  # features stored for the run
 
 
 @dataclass(frozen=True)
@@ -42,14 +44,20 @@ class RunMetricsView:
 
 
 def run_feature_counts(run: DashboardRun) -> FeatureCounts | None:
-    counts = run.features.aggregate(
+    """The counts stored when the run was published; None for a run not published."""
+    if run.features_total is None or run.features_dead is None or run.features_dense is None:
+        return None
+    return FeatureCounts(dead=run.features_dead, dense=run.features_dense, total=run.features_total)
+
+
+def run_features_count(run_id: int) -> FeatureCounts:
+    """Count the run's dead and dense features in its rows (once, when it is published)."""
+    counts = Feature.objects.filter(run_id=run_id).aggregate(
         total=Count("pk"),
         dead=Count("pk", filter=Q(frac_nonzero=0)),
         dense=Count("pk", filter=Q(frac_nonzero__gt=DENSE_FEATURE_FRACTION)),
     )
-    if not counts["total"]:
-        return None
-    return FeatureCounts(dead=counts["dead"], dense=counts["dense"])
+    return FeatureCounts(dead=counts["dead"], dense=counts["dense"], total=counts["total"])
 
 
 def run_metrics_view(run: DashboardRun) -> RunMetricsView:
