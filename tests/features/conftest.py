@@ -14,7 +14,7 @@ from atlas.features.models import Feature
 from atlas.features.services import run_results_publish
 from atlas.lms.models import LanguageModel
 from atlas.saes.models import DashboardRun, Sae
-from atlas.saes.selectors import run_features_count
+from atlas.saes.selectors import feature_counts_from_rows
 from tests.features.factories import dashboards_empty
 from tests.features.private_postgres import PrivatePostgres
 
@@ -81,7 +81,7 @@ def listed_features(published_feature: Feature) -> Sae:
         feature.frac_nonzero, feature.max_act = densities.get(feature.index, 0.0), maxima.get(feature.index, 0.0)
         feature.save(update_fields=["frac_nonzero", "max_act"])
     # Publishing counted the rows as they were; count them again, as publishing these values would have.
-    counts = run_features_count(run.pk)
+    counts = feature_counts_from_rows(run.pk)
     DashboardRun.objects.filter(pk=run.pk).update(features_total=counts.total, features_dead=counts.dead,
                                                   features_dense=counts.dense)
     sae: Sae = Sae.objects.select_related("published_run").get(pk=run.sae_id)

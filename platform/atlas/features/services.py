@@ -12,7 +12,7 @@ from psycopg import sql
 from atlas.features.models import Feature
 from atlas.features.packing import features_pack
 from atlas.saes.models import DashboardRun, Sae
-from atlas.saes.selectors import run_features_count
+from atlas.saes.selectors import feature_counts_from_rows
 from workers.compute.results import Examples, FeatureDashboards
 
 # Features packed per COPY block: a few MB of rows, so memory stays flat however large the SAE.
@@ -145,7 +145,7 @@ def run_mark_published(*, sae: Sae, run: DashboardRun, n_features: int) -> int |
     previous = sae.published_run_id
     sae.published_run = run
     sae.save(update_fields=["published_run"])
-    counts = run_features_count(run.pk)
+    counts = feature_counts_from_rows(run.pk)
     DashboardRun.objects.filter(pk=run.pk).update(
         status=DashboardRun.Status.SUCCEEDED,
         finished=timezone.now(),

@@ -50,7 +50,7 @@ def run_feature_counts(run: DashboardRun) -> FeatureCounts | None:
     return FeatureCounts(dead=run.features_dead, dense=run.features_dense, total=run.features_total)
 
 
-def run_features_count(run_id: int) -> FeatureCounts:
+def feature_counts_from_rows(run_id: int) -> FeatureCounts:
     """Count the run's dead and dense features in its rows (once, when it is published)."""
     counts = Feature.objects.filter(run_id=run_id).aggregate(
         total=Count("pk"),
