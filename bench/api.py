@@ -110,7 +110,7 @@ def features_store(n_features: int) -> None:
     from atlas.features.services import run_results_publish
     from atlas.lms.models import Vocabulary
     from bench.ingest_orm_baseline import records_make, run_make
-    from workers.compute.results import DashboardParams
+    from workers.compute.params import DashboardParams
 
     params = DashboardParams()
     sae = records_make(n_features, slug=SAE)

@@ -20,7 +20,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from bench.cases import bare_forward_encode, random_sae, timed
 from workers.compute.dashboard import dashboards_compute
-from workers.compute.results import DashboardParams
+from workers.compute.params import DashboardParams
 from workers.compute.sae import SparseAutoencoder
 
 GPT2_VOCAB = 50257

@@ -23,7 +23,8 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.scratch import scratch_database
-from workers.compute.results import DashboardParams, Examples, FeatureDashboards
+from workers.compute.params import DashboardParams
+from workers.compute.results import Examples, FeatureDashboards
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRATCH_DATABASE = "atlas_bench_ingest"

@@ -14,7 +14,8 @@ from atlas.datasets.models import Dataset
 from atlas.features.services import run_mark_published
 from atlas.lms.models import LanguageModel
 from atlas.saes.models import DashboardRun, Sae
-from workers.compute.results import DashboardParams, Examples, FeatureDashboards
+from workers.compute.params import DashboardParams
+from workers.compute.results import Examples, FeatureDashboards
 
 _BATCH = 2000
 

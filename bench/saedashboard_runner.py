@@ -33,7 +33,7 @@ from sae_lens import SAE
 from transformer_lens import HookedTransformer
 
 from workers.compute.language_model import ModelSource, load_language_model
-from workers.compute.results import DashboardParams
+from workers.compute.params import DashboardParams
 
 # Neuronpedia's runner defaults: features per SaeVisRunner call and per quantile batch.
 FEATURES_PER_RUN = 128

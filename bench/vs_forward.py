@@ -27,7 +27,7 @@ from bench.cases import (
     timed,
 )
 from workers.compute.dashboard import dashboards_compute
-from workers.compute.results import DashboardParams
+from workers.compute.params import DashboardParams
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ from bench.cases import (
     timed,
 )
 from workers.compute.dashboard import dashboards_compute
-from workers.compute.results import DashboardParams
+from workers.compute.params import DashboardParams
 from workers.compute.sae import SparseAutoencoder, sae_load
 
 BENCH_DIR = ROOT / "var" / "bench" / "saedashboard"

@@ -150,6 +150,8 @@ ATLAS_GPU_QUEUE = os.environ.get("ATLAS_GPU_QUEUE", "gpu")
 ATLAS_SHARD_SEQUENCES = envint("ATLAS_SHARD_SEQUENCES", 4096)
 # Sequences per model batch; GPU workers want more (64 for a 12-layer model at 128 tokens).
 ATLAS_RUN_BATCH_SIZE = envint("ATLAS_RUN_BATCH_SIZE", 8)
+# The worker's torch device ("cuda", "cuda:1", "cpu"); empty means CUDA when the worker has it, else the CPU.
+ATLAS_DEVICE = os.environ.get("ATLAS_DEVICE", "").strip()
 # CUDA workers run the model and SAE in this dtype (bfloat16, float16 or float32); CPU stays float32.
 ATLAS_CUDA_DTYPE = os.environ.get("ATLAS_CUDA_DTYPE", "bfloat16")
 if ATLAS_CUDA_DTYPE not in ("bfloat16", "float16", "float32"):

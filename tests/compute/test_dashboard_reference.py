@@ -10,7 +10,8 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from workers.compute import dashboard
 from workers.compute.dashboard import dashboards_compute
-from workers.compute.results import DashboardParams, FeatureDashboards
+from workers.compute.params import DashboardParams
+from workers.compute.results import FeatureDashboards
 from workers.compute.sae import SaeConfig, SparseAutoencoder
 
 N_SEQS, SEQ_LEN, D_SAE = 24, 40, 96

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from atlas.features.models import Feature
+from atlas.features.selectors import feature_counts_from_rows
 from atlas.features.services import run_results_publish
 from atlas.lms.models import LanguageModel
 from atlas.saes.models import DashboardRun, Sae
-from atlas.saes.selectors import feature_counts_from_rows
 from tests.features.factories import dashboards_empty
 from tests.features.private_postgres import PrivatePostgres
 

@@ -40,7 +40,7 @@ def _setup(n_features: int) -> None:
     from atlas.features.services import run_results_publish
     from bench.ingest import dashboards_synthetic
     from bench.ingest_orm_baseline import records_make, run_make
-    from workers.compute.results import DashboardParams
+    from workers.compute.params import DashboardParams
 
     sae = records_make(n_features, slug="restart")
     published, pending = run_make(sae, DashboardParams()), run_make(sae, DashboardParams())

@@ -12,7 +12,7 @@ from sae_lens import SAE
 
 from bench.saedashboard_runner import dashboards_generate, vocab_dict
 from workers.compute.language_model import ModelSource, load_language_model
-from workers.compute.results import DashboardParams
+from workers.compute.params import DashboardParams
 
 
 def main() -> None:

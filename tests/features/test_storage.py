@@ -15,7 +15,8 @@ from atlas.lms.selectors import tokens_text, vocabulary_for
 from atlas.saes.models import DashboardRun, Sae
 from bench.ingest import dashboards_synthetic
 from tests.features.factories import dashboards_empty
-from workers.compute.results import DashboardParams, Examples, FeatureDashboards
+from workers.compute.params import DashboardParams
+from workers.compute.results import Examples, FeatureDashboards
 
 N_FEATURES = 48
 PARAMS = DashboardParams()

@@ -27,7 +27,8 @@ from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
 from workers.compute.neighbours import decoder_neighbours
-from workers.compute.results import ActiveLayout, DashboardParams, Examples, FeatureDashboards, ShardState
+from workers.compute.params import DashboardParams
+from workers.compute.results import ActiveLayout, Examples, FeatureDashboards, ShardState
 from workers.compute.sae import SparseAutoencoder
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)

@@ -6,10 +6,11 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from atlas.errors import NotFound
 from atlas.explanations.forms import ExplanationForm
 from atlas.explanations.selectors import explanations_search
 from atlas.explanations.services import ExplanationError, explanation_create
-from atlas.features.selectors import NotFound, sae_get
+from atlas.saes.selectors import sae_get
 
 
 @login_required

@@ -6,6 +6,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 
+from atlas.errors import NotFound
 from atlas.features.live import (
     FeatureOnText,
     LiveActivationError,
@@ -17,18 +18,14 @@ from atlas.features.live import (
 )
 from atlas.features.selectors import (
     FeatureView,
-    NotFound,
     feature_detail,
     feature_payload,
     features_detail,
     features_offset,
-    run_get,
-    run_payload,
-    sae_get,
-    saes_of_source_set,
 )
 from atlas.jsonapi import ApiError, api_endpoint, body_field, body_object, json_body, json_error
 from atlas.saes.models import Sae
+from atlas.saes.selectors import run_get, run_payload, sae_get, saes_of_source_set
 
 # A bound on one POST /api/features, so a single request cannot ask the server to decode a whole SAE.
 FEATURES_PER_REQUEST = 100

@@ -12,9 +12,10 @@ import psycopg
 from django.conf import settings
 from django.core.paginator import Page, Paginator
 from django.db import connection
-from django.db.models import Model, QuerySet
+from django.db.models import Count, Model, Q, QuerySet
 
 from atlas.datasets.models import Dataset
+from atlas.errors import NotFound
 from atlas.explanations.models import Explanation
 from atlas.explanations.selectors import explanation_payload, explanations_matching, feature_explanations
 from atlas.features.models import Feature
@@ -22,14 +23,10 @@ from atlas.features.packing import StoredDashboard, StoredExample, dashboard_unp
 from atlas.lms.models import LanguageModel
 from atlas.lms.selectors import tokens_text, vocabulary_for
 from atlas.saes.models import DashboardRun, Sae
-from atlas.saes.selectors import run_feature_counts, run_metrics_payload
+from atlas.saes.selectors import DENSE_FEATURE_FRACTION, FeatureCounts, run_feature_counts, sae_get
 
 # Neuronpedia's features-offset returns this many features a call; clients page by it.
 API_FEATURES_PER_OFFSET = 25
-
-
-class NotFound(LookupError):
-    """Lookups that miss; the message says which part of the address was wrong."""
 
 
 @dataclass(frozen=True)
@@ -83,29 +80,6 @@ class FeatureView:
 def _histogram(low: float, high: float, heights: list[int]) -> Histogram:
     width = (high - low) / len(heights) if heights else 0.0
     return Histogram(centers=[low + width * (i + 0.5) for i in range(len(heights))], heights=list(heights))
-
-
-def sae_get(model_slug: str, sae_slug: str) -> Sae:
-    sae = (
-        Sae.objects.select_related("language_model", "published_run__dataset")
-        .filter(language_model__slug=model_slug, slug=sae_slug)
-        .first()
-    )
-    if sae is None:
-        if not LanguageModel.objects.filter(slug=model_slug).exists():
-            raise NotFound(f"No model '{model_slug}'. The home page lists the models this server has.")
-        raise NotFound(f"Model '{model_slug}' has no SAE '{sae_slug}'.")
-    return sae
-
-
-def saes_list() -> list[Sae]:
-    return list(Sae.objects.select_related("language_model").order_by("language_model__slug", "slug"))
-
-
-def saes_of_source_set(model_slug: str, source_set: str) -> list[Sae]:
-    """A model's SAEs in a Neuronpedia source set: `5-res-jb` is layer 5 of set `res-jb`; an exact slug counts too."""
-    saes = Sae.objects.select_related("language_model").filter(language_model__slug=model_slug).order_by("slug")
-    return [sae for sae in saes if sae.slug == source_set or sae.slug.endswith(f"-{source_set}")]
 
 
 def _example_view(example: StoredExample, vocabulary: tuple[str, ...], **bounds: float) -> ExampleView:
@@ -367,52 +341,11 @@ def feature_random_index(sae: Sae) -> int:
     return index
 
 
-def saes_with_latest_run() -> list[tuple[Sae, DashboardRun | None]]:
-    """Every SAE with its newest run, in two queries."""
-    saes = Sae.objects.select_related("language_model").prefetch_related("runs").order_by(
-        "language_model__slug", "slug"
+def feature_counts_from_rows(run_id: int) -> FeatureCounts:
+    """Count the run's dead and dense features in its rows (once, when it is published)."""
+    counts = Feature.objects.filter(run_id=run_id).aggregate(
+        total=Count("pk"),
+        dead=Count("pk", filter=Q(frac_nonzero=0)),
+        dense=Count("pk", filter=Q(frac_nonzero__gt=DENSE_FEATURE_FRACTION)),
     )
-    return [(sae, max(sae.runs.all(), key=lambda run: run.created, default=None)) for sae in saes]
-
-
-def sae_latest_run(sae: Sae) -> DashboardRun | None:
-    return sae.runs.select_related("dataset").order_by("-created").first()
-
-
-def run_get(run_id: int) -> DashboardRun:
-    run = DashboardRun.objects.filter(pk=run_id).first()
-    if run is None:
-        raise NotFound(f"No run {run_id}.")
-    return run
-
-
-def run_payload(run: DashboardRun) -> dict[str, Any]:
-    return {
-        "id": run.pk,
-        "status": run.status,
-        "phase": run.phase,
-        "progressDone": run.progress_done,
-        "progressTotal": run.progress_total,
-        "tokensTotal": run.tokens_total,
-        "device": run.device,
-        "error": run.error,
-        "created": run.created.isoformat(),
-        "started": run.started.isoformat() if run.started else None,
-        "finished": run.finished.isoformat() if run.finished else None,
-        "shards": [
-            {
-                "index": shard.index,
-                "firstSequence": shard.first_seq,
-                "sequences": shard.n_seqs,
-                "status": shard.status,
-                "attempts": shard.attempts,
-                "progressDone": shard.progress_done,
-                "device": shard.device,
-                "error": shard.error,
-            }
-            for shard in run.shards.order_by("index")
-        ],
-        "metrics": run_metrics_payload(run),
-    }
-
-
+    return FeatureCounts(dead=counts["dead"], dense=counts["dense"], total=counts["total"])

@@ -11,8 +11,8 @@ from psycopg import sql
 
 from atlas.features.models import Feature
 from atlas.features.packing import features_pack
+from atlas.features.selectors import feature_counts_from_rows
 from atlas.saes.models import DashboardRun, Sae
-from atlas.saes.selectors import feature_counts_from_rows
 from workers.compute.results import Examples, FeatureDashboards
 
 # Features packed per COPY block: a few MB of rows, so memory stays flat however large the SAE.

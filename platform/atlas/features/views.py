@@ -5,23 +5,20 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from atlas.datasets.selectors import datasets_list
+from atlas.errors import NotFound
 from atlas.explanations.forms import ExplanationForm
 from atlas.explanations.selectors import feature_explanations
 from atlas.features.api import SEARCH_RESULTS_DEFAULT, SEARCH_RESULTS_MAX
 from atlas.features.forms import FeatureListForm
 from atlas.features.selectors import (
     FeatureSort,
-    NotFound,
     feature_detail,
     feature_list_query,
     feature_random_index,
     sae_features_page,
-    sae_get,
-    sae_latest_run,
-    saes_list,
-    saes_with_latest_run,
 )
 from atlas.lms.selectors import language_models_list
+from atlas.saes.selectors import sae_get, sae_latest_run, saes_list, saes_with_latest_run
 
 SORT_COLUMN_TITLES = [(FeatureSort.INDEX, "Feature"), (FeatureSort.DENSITY, "log₁₀ density"),
                       (FeatureSort.MAX_ACT, "Max activation")]

@@ -34,7 +34,7 @@ from workers.compute.dashboard import dashboards_finish, shard_pass
 from workers.compute.language_model import load_language_model
 from workers.compute.live import LiveTextError, TextActivations, feature_activations_on_text, top_features_on_text
 from workers.compute.metrics import SaeMetrics, sae_metrics
-from workers.compute.results import DashboardParams
+from workers.compute.params import DashboardParams
 from workers.compute.sae import SaeFormatError, SparseAutoencoder, sae_load
 from workers.compute.shard_files import shard_state_exists, shard_state_load, shard_state_save
 

@@ -7,7 +7,7 @@ from django import forms
 from atlas.datasets.models import Dataset
 from atlas.lms.models import LanguageModel
 from atlas.saes.services import RunParams
-from workers.compute.results import DashboardParams
+from workers.compute.params import DashboardParams
 
 
 class SaeUploadForm(forms.Form):

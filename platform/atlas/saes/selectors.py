@@ -1,11 +1,10 @@
-"""Reads of a run's quality metrics, with its dead and dense feature counts, for the SAE page and the API."""
+"""Reads of SAEs and their runs: lookups by address, listings, run progress and quality metrics."""
 
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, Q
-
-from atlas.features.models import Feature
+from atlas.errors import NotFound
+from atlas.lms.models import LanguageModel
 from atlas.saes.models import DashboardRun, RunMetrics, Sae
 
 # A feature active on more than this share of the run's tokens is dense (Neuronpedia's and SAELens's 10%).
@@ -50,16 +49,6 @@ def run_feature_counts(run: DashboardRun) -> FeatureCounts | None:
     return FeatureCounts(dead=run.features_dead, dense=run.features_dense, total=run.features_total)
 
 
-def feature_counts_from_rows(run_id: int) -> FeatureCounts:
-    """Count the run's dead and dense features in its rows (once, when it is published)."""
-    counts = Feature.objects.filter(run_id=run_id).aggregate(
-        total=Count("pk"),
-        dead=Count("pk", filter=Q(frac_nonzero=0)),
-        dense=Count("pk", filter=Q(frac_nonzero__gt=DENSE_FEATURE_FRACTION)),
-    )
-    return FeatureCounts(dead=counts["dead"], dense=counts["dense"], total=counts["total"])
-
-
 def run_metrics_view(run: DashboardRun) -> RunMetricsView:
     return RunMetricsView(
         run=run, metrics=RunMetrics.objects.filter(run=run).first(), feature_counts=run_feature_counts(run)
@@ -85,4 +74,76 @@ def run_metrics_payload(run: DashboardRun) -> dict[str, Any]:
         "deadFeatures": counts.dead if counts else None,
         "denseFeatures": counts.dense if counts else None,
         "denseThreshold": DENSE_FEATURE_FRACTION,
+    }
+
+
+def sae_get(model_slug: str, sae_slug: str) -> Sae:
+    sae = (
+        Sae.objects.select_related("language_model", "published_run__dataset")
+        .filter(language_model__slug=model_slug, slug=sae_slug)
+        .first()
+    )
+    if sae is None:
+        if not LanguageModel.objects.filter(slug=model_slug).exists():
+            raise NotFound(f"No model '{model_slug}'. The home page lists the models this server has.")
+        raise NotFound(f"Model '{model_slug}' has no SAE '{sae_slug}'.")
+    return sae
+
+
+def saes_list() -> list[Sae]:
+    return list(Sae.objects.select_related("language_model").order_by("language_model__slug", "slug"))
+
+
+def saes_of_source_set(model_slug: str, source_set: str) -> list[Sae]:
+    """A model's SAEs in a Neuronpedia source set: `5-res-jb` is layer 5 of set `res-jb`; an exact slug counts too."""
+    saes = Sae.objects.select_related("language_model").filter(language_model__slug=model_slug).order_by("slug")
+    return [sae for sae in saes if sae.slug == source_set or sae.slug.endswith(f"-{source_set}")]
+
+
+def saes_with_latest_run() -> list[tuple[Sae, DashboardRun | None]]:
+    """Every SAE with its newest run, in two queries."""
+    saes = Sae.objects.select_related("language_model").prefetch_related("runs").order_by(
+        "language_model__slug", "slug"
+    )
+    return [(sae, max(sae.runs.all(), key=lambda run: run.created, default=None)) for sae in saes]
+
+
+def sae_latest_run(sae: Sae) -> DashboardRun | None:
+    return sae.runs.select_related("dataset").order_by("-created").first()
+
+
+def run_get(run_id: int) -> DashboardRun:
+    run = DashboardRun.objects.filter(pk=run_id).first()
+    if run is None:
+        raise NotFound(f"No run {run_id}.")
+    return run
+
+
+def run_payload(run: DashboardRun) -> dict[str, Any]:
+    return {
+        "id": run.pk,
+        "status": run.status,
+        "phase": run.phase,
+        "progressDone": run.progress_done,
+        "progressTotal": run.progress_total,
+        "tokensTotal": run.tokens_total,
+        "device": run.device,
+        "error": run.error,
+        "created": run.created.isoformat(),
+        "started": run.started.isoformat() if run.started else None,
+        "finished": run.finished.isoformat() if run.finished else None,
+        "shards": [
+            {
+                "index": shard.index,
+                "firstSequence": shard.first_seq,
+                "sequences": shard.n_seqs,
+                "status": shard.status,
+                "attempts": shard.attempts,
+                "progressDone": shard.progress_done,
+                "device": shard.device,
+                "error": shard.error,
+            }
+            for shard in run.shards.order_by("index")
+        ],
+        "metrics": run_metrics_payload(run),
     }

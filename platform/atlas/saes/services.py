@@ -18,7 +18,7 @@ from atlas.datasets.models import Dataset
 from atlas.lms.models import LanguageModel
 from atlas.saes.archives import ArchiveError, sae_archive_unpack
 from atlas.saes.models import DashboardRun, DashboardShard, RunMetrics, Sae
-from workers.compute.results import DashboardParams
+from workers.compute.params import DashboardParams
 from workers.compute.sae import CFG_FILENAME, WEIGHTS_FILENAME, SaeConfig, SaeFormatError, sae_check
 from workers.compute.sae_release import sae_release_fetch
 

@@ -6,8 +6,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
+from atlas.errors import NotFound
 from atlas.features.export import NEURONPEDIA_DEFAULT_CREATOR_ID, ExportError, sae_export_neuronpedia
-from atlas.features.selectors import NotFound, sae_get
+from atlas.saes.selectors import sae_get
 
 
 class Command(BaseCommand):

@@ -6,8 +6,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from atlas.datasets.models import Dataset
+from atlas.errors import NotFound
 from atlas.features.saedashboard_import import SaeDashboardImportError, sae_dashboards_import
-from atlas.features.selectors import NotFound, sae_get
+from atlas.saes.selectors import sae_get
 
 
 class Command(BaseCommand):
