@@ -16,6 +16,9 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "atlas.settings")
     from django.core.management import execute_from_command_line
 
+    from atlas.embedded import local_prepare
+
+    local_prepare()
     execute_from_command_line(sys.argv)
 
 

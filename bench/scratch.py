@@ -16,11 +16,11 @@ def _server_urls(name: str) -> tuple[str, str]:
     """(a URL to connect to for CREATE/DROP DATABASE, the scratch database's URL for Django)."""
     if url := os.environ.get("DATABASE_URL"):
         return url, urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-    from atlas.embedded import EMBEDDED_DATABASE, postgres_start
+    from atlas.embedded import postgres_start
 
     address = postgres_start(Path(os.environ.get("ATLAS_VAR_DIR", ROOT / "var")).resolve())
     server = f"postgres://{address.user}@{quote(address.socket_dir, safe='')}"
-    return f"{server}/{EMBEDDED_DATABASE}", f"{server}/{name}"
+    return f"{server}/{address.name}", f"{server}/{name}"
 
 
 def _scratch_reset(admin_url: str, name: str, create: bool) -> None:
@@ -36,7 +36,7 @@ def scratch_database(name: str) -> Iterator[str]:
     admin_url, url = _server_urls(name)
     _scratch_reset(admin_url, name, create=True)
     os.environ["DATABASE_URL"] = url
-    # Nothing here queues a task; this keeps settings from starting an embedded Redis for nothing.
+    # Nothing here queues a task; this keeps a web server the benchmark starts from starting an embedded Redis.
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "atlas.settings")
     import django

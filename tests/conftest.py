@@ -7,8 +7,12 @@ import pytest
 from django.test import Client
 
 from atlas.datasets.models import Dataset
+from atlas.embedded import local_prepare
 from atlas.lms.models import LanguageModel
 from tests import factories
+
+# The test run is an entry point like manage.py: it starts the embedded Postgres and Redis when the URLs are unset.
+local_prepare()
 
 
 @pytest.fixture(autouse=True)

