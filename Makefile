@@ -38,8 +38,11 @@ demo: $(VENV)/.base
 
 test: $(VENV)/.dev lint typecheck pytest
 
+# ruff, then the layer contracts of pyproject.toml's [tool.importlinter] (compute is pure, the web has no torch,
+# the apps form layers).
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 typecheck: $(VENV)/.dev
 	$(VENV)/bin/mypy
