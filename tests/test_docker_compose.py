@@ -36,7 +36,13 @@ def test_web_and_worker_use_the_real_services() -> None:
         environment = services[name]["environment"]
         assert environment["DATABASE_URL"].startswith("postgres://") and "@postgres:" in environment["DATABASE_URL"]
         assert environment["REDIS_URL"] == "redis://redis:6379/0"
-        assert services[name]["build"] == "."
+        assert services[name]["build"]["context"] == "."
+
+
+def test_the_web_image_is_the_one_without_torch() -> None:
+    services = _compose()["services"]
+    assert services["web"]["build"]["target"] == "web"
+    assert {services[name]["build"]["target"] for name in ("worker", "live")} == {"worker"}
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="Debian's docker-compose is not installed")
