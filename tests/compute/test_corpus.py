@@ -1,4 +1,8 @@
-"""Reading documents from text and JSONL, and cutting them into BOS-first token sequences."""
+"""Reading documents from text and JSONL, and cutting them into BOS-first token sequences.
+
+Sequences are cut with the web's tokenizer (the tokenizers library alone) and checked against the ids
+transformers' own tokenizer gives for the same text.
+"""
 
 import io
 import re
@@ -21,12 +25,19 @@ from workers.compute.corpus import (
     stdlib_docstrings,
     tokenize_into_sequences,
 )
+from workers.compute.language_model import tokenizer_definition
+from workers.compute.model_source import TextTokenizer
 from workers.compute.tiny_model import tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
-def tokenizer() -> PreTrainedTokenizerFast:
+def hf_tokenizer() -> PreTrainedTokenizerFast:
     return tiny_tokenizer(stdlib_docstrings(40_000), vocab_size=400)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(hf_tokenizer: TextTokenizer) -> TextTokenizer:
+    return TextTokenizer(tokenizer_definition(hf_tokenizer))
 
 
 @pytest.fixture(scope="module")
@@ -34,23 +45,24 @@ def documents() -> list[str]:
     return stdlib_docstrings(20_000)
 
 
-def token_stream(tokenizer: PreTrainedTokenizerFast, documents: list[str]) -> list[int]:
-    """What the sequences must hold: each document's tokens followed by EOS."""
+@pytest.fixture(scope="module")
+def stream(hf_tokenizer: PreTrainedTokenizerFast, documents: list[str]) -> list[int]:
+    """What the sequences must hold: each document's tokens, as transformers tokenizes it, followed by EOS."""
     return [
         t
         for document in documents
-        for t in (*tokenizer.encode(document, add_special_tokens=False), tokenizer.eos_token_id)
+        for t in (*hf_tokenizer.encode(document, add_special_tokens=False), hf_tokenizer.eos_token_id)
     ]
 
 
-def test_sequences_have_the_context_length_and_int32(tokenizer: PreTrainedTokenizerFast, documents: list[str]) -> None:
+def test_sequences_have_the_context_length_and_int32(tokenizer: TextTokenizer, documents: list[str]) -> None:
     sequences = tokenize_into_sequences(tokenizer, documents, context_length=32)
     assert sequences.dtype == np.int32
     assert sequences.ndim == 2 and sequences.shape[1] == 32
 
 
 def test_every_sequence_starts_with_bos_and_holds_no_other(
-    tokenizer: PreTrainedTokenizerFast, documents: list[str]
+    tokenizer: TextTokenizer, documents: list[str]
 ) -> None:
     sequences = tokenize_into_sequences(tokenizer, documents, context_length=32)
     assert (sequences[:, 0] == tokenizer.bos_token_id).all()
@@ -58,28 +70,26 @@ def test_every_sequence_starts_with_bos_and_holds_no_other(
 
 
 def test_documents_are_concatenated_with_eos_and_cut_across_rows(
-    tokenizer: PreTrainedTokenizerFast, documents: list[str]
+    tokenizer: TextTokenizer, documents: list[str], stream: list[int]
 ) -> None:
     sequences = tokenize_into_sequences(tokenizer, documents, context_length=32)
-    stream = token_stream(tokenizer, documents)
     assert sequences[:, 1:].ravel().tolist() == stream[: sequences.shape[0] * 31]
 
 
-def test_the_last_incomplete_row_is_dropped(tokenizer: PreTrainedTokenizerFast, documents: list[str]) -> None:
+def test_the_last_incomplete_row_is_dropped(tokenizer: TextTokenizer, documents: list[str], stream: list[int]) -> None:
     sequences = tokenize_into_sequences(tokenizer, documents, context_length=32)
-    assert len(sequences) == len(token_stream(tokenizer, documents)) // 31
+    assert len(sequences) == len(stream) // 31
 
 
 def test_without_bos_rows_are_plain_slices_of_the_stream(
-    tokenizer: PreTrainedTokenizerFast, documents: list[str]
+    tokenizer: TextTokenizer, documents: list[str], stream: list[int]
 ) -> None:
     sequences = tokenize_into_sequences(tokenizer, documents, context_length=32, prepend_bos=False)
-    stream = token_stream(tokenizer, documents)
     assert len(sequences) == len(stream) // 32
     assert sequences.ravel().tolist() == stream[: len(sequences) * 32]
 
 
-def test_max_sequences_stops_reading_documents_early(tokenizer: PreTrainedTokenizerFast, documents: list[str]) -> None:
+def test_max_sequences_stops_reading_documents_early(tokenizer: TextTokenizer, documents: list[str]) -> None:
     read = 0
 
     def endless() -> Iterator[str]:
@@ -94,7 +104,7 @@ def test_max_sequences_stops_reading_documents_early(tokenizer: PreTrainedTokeni
     assert read <= 256  # one batch of documents was enough
 
 
-def test_too_little_text_says_how_many_tokens_are_needed(tokenizer: PreTrainedTokenizerFast) -> None:
+def test_too_little_text_says_how_many_tokens_are_needed(tokenizer: TextTokenizer) -> None:
     with pytest.raises(CorpusFormatError, match=r"has \d+ tokens.*needs 127 besides BOS"):
         tokenize_into_sequences(tokenizer, ["A short line."], context_length=128)
 

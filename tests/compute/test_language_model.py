@@ -1,6 +1,7 @@
-"""Loading a local Hugging Face model into transformer-lens, and the facts read from it."""
+"""Loading a local Hugging Face model into transformer-lens, the facts read from it, and its tokenizer for the web."""
 
 import gc
+import json
 import shutil
 import socket
 import weakref
@@ -21,6 +22,7 @@ from workers.compute.language_model import (
     load_tokenizer,
     model_facts,
 )
+from workers.compute.model_source import HF_TOKENIZER_FILENAME, TextTokenizer
 from workers.compute.tiny_model import tiny_model_write
 
 TEXT = "Return the sum of two numbers, or raise ValueError if either is negative."
@@ -155,11 +157,45 @@ def test_model_name_is_the_directory_name(tiny_model: HookedTransformer) -> None
     assert tiny_model.cfg.model_name == "tiny-llama"
 
 
-def test_tokenizer_loads_without_weights(tiny_dir: Path, tmp_path: Path) -> None:
+def test_tokenizer_loads_without_weights_and_tokenizes_like_transformers(tiny_dir: Path, tmp_path: Path) -> None:
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tiny_dir / name, tmp_path / name)
     tokenizer = load_tokenizer(ModelSource(kind="hf_local", name_or_path=str(tmp_path)))
-    assert tokenizer.decode(tokenizer.encode(TEXT, add_special_tokens=False)) == TEXT
+    reference = AutoTokenizer.from_pretrained(tiny_dir)
+    documents = stdlib_docstrings(20_000)
+    assert tokenizer.encode_batch(documents) == reference(documents, add_special_tokens=False)["input_ids"]
+    assert (tokenizer.bos_token_id, tokenizer.eos_token_id) == (reference.bos_token_id, reference.eos_token_id)
+    assert tokenizer.get_vocab() == reference.get_vocab()
+
+
+def test_stored_tokenizer_is_the_models_own(tiny_model: HookedTransformer) -> None:
+    tokenizer = TextTokenizer(model_facts(tiny_model).tokenizer)
+    assert tiny_model.tokenizer is not None
+    assert tokenizer.encode_batch([TEXT]) == [tiny_model.tokenizer.encode(TEXT, add_special_tokens=False)]
+    assert tokenizer.bos_token_id == tiny_model.tokenizer.bos_token_id is not None
+    assert tokenizer.eos_token_id == tiny_model.tokenizer.eos_token_id is not None
+
+
+def test_a_tokenizer_saved_with_truncation_still_gives_every_token(tiny_dir: Path, tmp_path: Path) -> None:
+    for name in ("config.json", "tokenizer_config.json"):
+        shutil.copy(tiny_dir / name, tmp_path / name)
+    definition = json.loads((tiny_dir / HF_TOKENIZER_FILENAME).read_text())
+    definition["truncation"] = {"direction": "Right", "max_length": 4, "strategy": "LongestFirst", "stride": 0}
+    (tmp_path / HF_TOKENIZER_FILENAME).write_text(json.dumps(definition))
+    [ids] = load_tokenizer(ModelSource(kind="hf_local", name_or_path=str(tmp_path))).encode_batch([TEXT])
+    assert ids == AutoTokenizer.from_pretrained(tiny_dir).encode(TEXT, add_special_tokens=False)
+    assert len(ids) > 4
+
+
+def test_a_directory_without_tokenizer_json_is_named(tiny_dir: Path, tmp_path: Path) -> None:
+    shutil.copy(tiny_dir / "config.json", tmp_path / "config.json")
+    with pytest.raises(LanguageModelError, match=r"has no tokenizer\.json"):
+        load_tokenizer(ModelSource(kind="hf_local", name_or_path=str(tmp_path)))
+
+
+def test_a_hub_models_tokenizer_is_not_fetched_by_the_web() -> None:
+    with pytest.raises(LanguageModelError, match="stored when it was registered"):
+        load_tokenizer(ModelSource(kind="transformer_lens", name_or_path="gpt2-small"))
 
 
 def test_directory_without_config_is_refused(tmp_path: Path) -> None:

@@ -12,8 +12,9 @@ from transformer_lens import HookedTransformer
 
 from tests import factories
 from workers.compute.corpus import stdlib_docstrings, tokenize_into_sequences
-from workers.compute.language_model import ModelSource, load_language_model
+from workers.compute.language_model import ModelSource, load_language_model, tokenizer_definition
 from workers.compute.metrics import SaeMetrics, sae_metrics, special_token_ids
+from workers.compute.model_source import TextTokenizer
 from workers.compute.sae import sae_load
 
 BATCH = 4
@@ -65,7 +66,8 @@ def tokens(model: HookedTransformer) -> npt.NDArray[np.int64]:
     """12 sequences starting with BOS, with EOS in the middle of some, as documents are joined."""
     tokenizer = model.tokenizer
     assert tokenizer is not None
-    tokens = tokenize_into_sequences(tokenizer, stdlib_docstrings(80_000), 48, max_sequences=12).astype(np.int64)
+    text_tokenizer = TextTokenizer(tokenizer_definition(tokenizer))
+    tokens = tokenize_into_sequences(text_tokenizer, stdlib_docstrings(80_000), 48, max_sequences=12).astype(np.int64)
     tokens[::3, 20] = tokenizer.eos_token_id
     return tokens
 

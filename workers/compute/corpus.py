@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
-from transformers import PreTrainedTokenizerBase
+
+from workers.compute.model_source import TextTokenizer
 
 # Paragraphs shorter than this are joined with the next, so a document is more than a speaker's name.
 MIN_DOCUMENT_CHARS = 200
@@ -109,7 +110,7 @@ def _jsonl_document(line: str, field: str, line_number: int) -> str:
 
 
 def tokenize_into_sequences(
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizer: TextTokenizer,
     documents: Iterable[str],
     context_length: int,
     max_sequences: int | None = None,
@@ -136,7 +137,7 @@ def tokenize_into_sequences(
 
 
 def _sequence_bodies(
-    tokenizer: PreTrainedTokenizerBase,
+    tokenizer: TextTokenizer,
     documents: Iterable[str],
     body_length: int,
     max_sequences: int | None,
@@ -160,24 +161,24 @@ def _sequence_bodies(
     return bodies[:max_sequences], n_tokens
 
 
-def _token_chunks(tokenizer: PreTrainedTokenizerBase, documents: Iterable[str]) -> Iterator[npt.NDArray[np.int32]]:
+def _token_chunks(tokenizer: TextTokenizer, documents: Iterable[str]) -> Iterator[npt.NDArray[np.int32]]:
     """Token ids of consecutive batches of documents, each document followed by the separator."""
     separator = _separator_id(tokenizer)
     iterator = iter(documents)
     while batch := list(islice(iterator, TOKENIZE_BATCH_DOCUMENTS)):
-        encoded: list[list[int]] = tokenizer(batch, add_special_tokens=False)["input_ids"]
+        encoded = tokenizer.encode_batch(batch)
         flat = [token for ids in encoded for token in (*ids, separator)]
         yield np.asarray(flat, dtype=np.int32)
 
 
-def _bos_id(tokenizer: PreTrainedTokenizerBase) -> int:
+def _bos_id(tokenizer: TextTokenizer) -> int:
     bos = tokenizer.bos_token_id
     if not isinstance(bos, int):
         raise ValueError("The tokenizer has no BOS token; tokenize with prepend_bos=False.")
     return bos
 
 
-def _separator_id(tokenizer: PreTrainedTokenizerBase) -> int:
+def _separator_id(tokenizer: TextTokenizer) -> int:
     separator = tokenizer.eos_token_id
     if not isinstance(separator, int):
         separator = tokenizer.bos_token_id

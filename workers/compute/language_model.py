@@ -1,28 +1,41 @@
-"""Load the language model an SAE reads from, and describe the hooks and vocabulary it offers."""
+"""Load the language model an SAE reads from, and describe the hooks, vocabulary and tokenizer it offers.
+
+Worker and registration side: this module imports torch, transformer-lens and transformers. The web reads
+what it needs of a model (ModelFacts, TextTokenizer) through workers.compute.model_source, which imports none.
+"""
 
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens import loading_from_pretrained as tl_loading
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from workers.compute.model_source import LanguageModelError, ModelSource, hf_directory, load_tokenizer
+from workers.compute.model_source import (
+    HF_CONFIG_FILENAME,
+    LanguageModelError,
+    ModelFacts,
+    ModelSource,
+    TokenizerDefinition,
+    hf_directory,
+    load_tokenizer,
+)
 
 __all__ = [
     "SAELENS_PROCESSING",
     "LanguageModelError",
     "ModelFacts",
     "ModelSource",
+    "hf_tokenizer_load",
     "hook_widths",
     "load_language_model",
     "load_tokenizer",
     "model_facts",
+    "tokenizer_definition",
     "vocabulary",
 ]
 
@@ -37,18 +50,6 @@ SAELENS_PROCESSING: dict[str, bool] = {
 # never reads config.json; a local directory is therefore announced under a neutral alias.
 _NAME_SNIFFED_WORDS = ("llama", "gemma")
 _NEUTRAL_ALIAS = "hf-local-model"
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    """Shapes and vocabulary of a loaded model, everything the platform validates an SAE against."""
-
-    d_model: int
-    n_layers: int
-    n_ctx: int
-    d_vocab: int
-    hook_widths: dict[str, int]  # hook name -> width of its last dimension, heads flattened
-    vocabulary: list[str]  # vocabulary[token_id] is that token decoded on its own
 
 
 def load_language_model(
@@ -68,7 +69,28 @@ def model_facts(model: HookedTransformer) -> ModelFacts:
         d_vocab=cfg.d_vocab,
         hook_widths=hook_widths(cfg),
         vocabulary=vocabulary(model),
+        tokenizer=tokenizer_definition(model.tokenizer),
     )
+
+
+def tokenizer_definition(tokenizer: PreTrainedTokenizerBase | None) -> TokenizerDefinition:
+    """What the web needs to tokenize as this tokenizer does, with the `tokenizers` library alone."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if tokenizer is None or backend is None:
+        raise LanguageModelError(
+            "The model has no fast (tokenizers-library) tokenizer, so the site could not tokenize text for it."
+        )
+    return TokenizerDefinition(
+        json=backend.to_str(), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id
+    )
+
+
+def hf_tokenizer_load(source: ModelSource) -> PreTrainedTokenizerBase:
+    """The model's transformers tokenizer alone, without loading any weights (transformer-lens needs this kind)."""
+    if source.kind == "transformer_lens":
+        official_name = tl_loading.get_official_model_name(source.name_or_path)
+        return AutoTokenizer.from_pretrained(official_name)
+    return AutoTokenizer.from_pretrained(hf_directory(source))
 
 
 def hook_widths(cfg: HookedTransformerConfig) -> dict[str, int]:
@@ -133,7 +155,7 @@ def vocabulary(model: HookedTransformer) -> list[str]:
 
 
 def _load_hf_local(directory: Path, device: str, dtype: torch.dtype) -> HookedTransformer:
-    tokenizer = load_tokenizer(ModelSource("hf_local", str(directory)))
+    tokenizer = hf_tokenizer_load(ModelSource("hf_local", str(directory)))
     # The HF model lives only in this frame, so its weights are freed when the conversion returns.
     hf_model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
     with _official_alias(directory) as alias:
@@ -159,7 +181,7 @@ def _official_alias(directory: Path) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="tl-config-") as scratch:
         alias_dir = Path(scratch) / _NEUTRAL_ALIAS
         alias_dir.mkdir()
-        shutil.copyfile(directory / "config.json", alias_dir / "config.json")
+        shutil.copyfile(directory / HF_CONFIG_FILENAME, alias_dir / HF_CONFIG_FILENAME)
         alias = str(alias_dir)
         if any(word in alias.lower() for word in _NAME_SNIFFED_WORDS):
             raise LanguageModelError(f"Temporary directory {alias} would mislead transformer-lens.")

@@ -1,47 +1,43 @@
-"""dictionary_learning trainer folders (config.json + ae.pt) read safely and renamed to SAELens's conventions.
+"""dictionary_learning trainer folders (config.json + ae.pt) read without torch and renamed to SAELens's conventions.
 
-ae.pt is a pickle: it is only ever opened with torch.load(weights_only=True), which refuses any pickle
-that would import or call something, so a file that tries to run code is refused, never executed.
+ae.pt is a pickle, and loading a pickle may run any code, so it is never unpickled: torch_checkpoint parses it
+as a state dict of tensors and refuses anything else. A file that tries to run code is refused, never executed.
 """
 
 import json
-import pickle
 import re
-import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor
-
+from workers.compute.file_tensors import FileTensor
 from workers.compute.sae_errors import SaeFormatError
+from workers.compute.torch_checkpoint import (
+    CheckpointNotStateDictError,
+    CheckpointRefusedError,
+    CheckpointUnreadableError,
+    torch_state_dict_read,
+)
 
-DICTIONARY_LEARNING_CONFIG_FILENAME = "config.json"
-DICTIONARY_LEARNING_WEIGHTS_FILENAME = "ae.pt"
 # dictionary_learning names submodules after nnsight's paths; these are the ones TransformerLens has a hook for.
 _SUBMODULE = re.compile(r"^(resid_post|mlp_out|attn_out)_layer_(\d+)$")
 _HOOK_OF_SUBMODULE = {"resid_post": "hook_resid_post", "mlp_out": "hook_mlp_out", "attn_out": "hook_attn_out"}
 
 
-Convert = Callable[[Tensor], Tensor]
+@dataclass(frozen=True)
+class Stored:
+    """Where a SAELens tensor is in a dictionary_learning state dict; nn.Linear weights are stored transposed."""
 
-
-def _transposed(tensor: Tensor) -> Tensor:
-    return tensor.T.contiguous()
-
-
-def _kept(tensor: Tensor) -> Tensor:
-    return tensor
+    name: str
+    transposed: bool = False
 
 
 @dataclass(frozen=True)
 class DictClassLayout:
-    """How one dictionary_learning class stores an SAE: SAELens name -> (its state-dict name, conversion)."""
+    """How one dictionary_learning class stores an SAE: SAELens name -> its state-dict entry."""
 
     architecture: str
-    tensors: dict[str, tuple[str, Convert]]
+    tensors: dict[str, Stored]
     apply_b_dec_to_input: bool = True
     ignored: tuple[str, ...] = ()  # buffers its inference encode does not use
     k_from: str | None = None  # state-dict buffer holding topk's k
@@ -49,15 +45,23 @@ class DictClassLayout:
     extra_cfg: dict[str, Any] = field(default_factory=dict)
 
 
-_LINEAR: dict[str, tuple[str, Convert]] = {
-    "W_enc": ("encoder.weight", _transposed),
-    "b_enc": ("encoder.bias", _kept),
-    "W_dec": ("decoder.weight", _transposed),
+@dataclass(frozen=True)
+class DictionaryLearningSae:
+    """A trainer folder in SAELens's terms: a SAELens-style config and SAELens-named views into ae.pt."""
+
+    config: dict[str, Any]  # the raw config, stored with the SAE as cfg.json's contents would be
+    tensors: dict[str, FileTensor]
+
+
+_LINEAR = {
+    "W_enc": Stored("encoder.weight", transposed=True),
+    "b_enc": Stored("encoder.bias"),
+    "W_dec": Stored("decoder.weight", transposed=True),
 }
-_TOPK: dict[str, tuple[str, Convert]] = {**_LINEAR, "b_dec": ("b_dec", _kept)}
+_TOPK = {**_LINEAR, "b_dec": Stored("b_dec")}
 
 DICT_CLASSES: dict[str, DictClassLayout] = {
-    "AutoEncoder": DictClassLayout("standard", {**_LINEAR, "b_dec": ("bias", _kept)}),
+    "AutoEncoder": DictClassLayout("standard", {**_LINEAR, "b_dec": Stored("bias")}),
     # Its inference encode keeps the k largest ReLU'd pre-activations; the threshold is for training stats.
     "AutoEncoderTopK": DictClassLayout("topk", _TOPK, ignored=("threshold",), k_from="k"),
     # At inference BatchTopK keeps every ReLU'd pre-activation above one learned threshold: a JumpReLU.
@@ -65,41 +69,43 @@ DICT_CLASSES: dict[str, DictClassLayout] = {
     # It encodes x, not x - b_dec.
     "JumpReluAutoEncoder": DictClassLayout(
         "jumprelu",
-        {name: (name, _kept) for name in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")},
+        {name: Stored(name) for name in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")},
         apply_b_dec_to_input=False,
     ),
     "GatedAutoEncoder": DictClassLayout(
         "gated",
         {
-            "W_enc": ("encoder.weight", _transposed),
-            "W_dec": ("decoder.weight", _transposed),
-            "b_dec": ("decoder_bias", _kept),
-            "b_gate": ("gate_bias", _kept),
-            "b_mag": ("mag_bias", _kept),
-            "r_mag": ("r_mag", _kept),
+            "W_enc": Stored("encoder.weight", transposed=True),
+            "W_dec": Stored("decoder.weight", transposed=True),
+            "b_dec": Stored("decoder_bias"),
+            "b_gate": Stored("gate_bias"),
+            "b_mag": Stored("mag_bias"),
+            "r_mag": Stored("r_mag"),
         },
     ),
 }
 
 
-def dictionary_learning_read(directory: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """A SAELens-style config dict and SAELens-named tensors for the trainer folder in directory."""
-    trainer = _trainer_config(directory / DICTIONARY_LEARNING_CONFIG_FILENAME)
+def dictionary_learning_read(config_path: Path, weights_path: Path) -> DictionaryLearningSae:
+    """The trainer folder's config.json and ae.pt in SAELens's terms; no tensor value is read but topk's k."""
+    trainer = _trainer_config(config_path, weights_path.name)
     dict_class = trainer.get("dict_class")
     layout = DICT_CLASSES.get(str(dict_class))
     if layout is None:
         raise SaeFormatError(
-            f"dict_class {dict_class!r} is not supported; supported: {', '.join(DICT_CLASSES)}",
-            DICTIONARY_LEARNING_CONFIG_FILENAME,
+            f"dict_class {dict_class!r} is not supported; supported: {', '.join(DICT_CLASSES)}", config_path.name
         )
-    state = state_dict_load(directory / DICTIONARY_LEARNING_WEIGHTS_FILENAME)
-    return _sae_lens_config(trainer, layout, state), _tensors_renamed(state, layout, str(dict_class))
+    state = state_dict_read(weights_path)
+    tensors = _tensors_renamed(state, layout, str(dict_class), weights_path.name)
+    return DictionaryLearningSae(config=_sae_lens_config(trainer, layout, state), tensors=tensors)
 
 
-def _trainer_config(path: Path) -> dict[str, Any]:
-    name = DICTIONARY_LEARNING_CONFIG_FILENAME
+def _trainer_config(path: Path, weights_name: str) -> dict[str, Any]:
+    name = path.name
     if not path.is_file():
-        raise SaeFormatError(f"{name} is missing; a dictionary_learning trainer folder holds it beside ae.pt", name)
+        raise SaeFormatError(
+            f"{name} is missing; a dictionary_learning trainer folder holds it beside {weights_name}", name
+        )
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -110,48 +116,48 @@ def _trainer_config(path: Path) -> dict[str, Any]:
     return trainer
 
 
-def state_dict_load(path: Path) -> dict[str, Tensor]:
-    """ae.pt's tensors, unpickled with weights_only=True so that nothing in the file can run."""
+def state_dict_read(path: Path) -> dict[str, FileTensor]:
+    """ae.pt's tensors by state-dict name, parsed without unpickling, so nothing in the file can run."""
     name = path.name
     if not path.is_file():
         raise SaeFormatError(f"{name} is missing", name)
     try:
-        # mmap: tensors stay on disk until used, so a large file is not read into memory whole; only
-        # torch.save's zip format (the default since torch 1.6) allows it.
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as error:
+        return torch_state_dict_read(path)
+    except CheckpointRefusedError as error:
         raise SaeFormatError(
-            f"{name} was refused: it is not a plain state dict of tensors and loading it would run code "
-            f"({str(error).splitlines()[0]})",
+            f"{name} was refused: it is not a plain state dict of tensors and loading it would run code ({error})",
             name,
         ) from error
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as error:
+    except CheckpointNotStateDictError as error:
+        raise SaeFormatError(f"{name} must hold a state dict (tensor names to tensors): {error}", name) from error
+    except (CheckpointUnreadableError, OSError) as error:
         raise SaeFormatError(f"{name} is not a readable PyTorch state dict ({error}); is it complete?", name) from error
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise SaeFormatError(f"{name} must hold a state dict (tensor names to tensors)", name)
-    return state
 
 
-def _tensors_renamed(state: dict[str, Tensor], layout: DictClassLayout, dict_class: str) -> dict[str, Tensor]:
-    theirs = {source: name for name, (source, _) in layout.tensors.items()}
+def _tensors_renamed(
+    state: dict[str, FileTensor], layout: DictClassLayout, dict_class: str, weights_name: str
+) -> dict[str, FileTensor]:
+    theirs = [stored.name for stored in layout.tensors.values()]
     expected = [*theirs, *(n for n in (layout.k_from, layout.scalar_threshold_from, *layout.ignored) if n)]
     unexpected = [name for name in state if name not in expected]
     missing = [name for name in expected if name not in state]
     if unexpected or missing:
         problem = f"tensor {', '.join(unexpected)} is not expected" if unexpected else "it lacks " + ", ".join(missing)
         raise SaeFormatError(
-            f"ae.pt does not hold a {dict_class}: {problem}; expected {', '.join(expected)}",
-            DICTIONARY_LEARNING_WEIGHTS_FILENAME,
+            f"{weights_name} does not hold a {dict_class}: {problem}; expected {', '.join(expected)}", weights_name
         )
-    tensors = {name: convert(state[source]) for name, (source, convert) in layout.tensors.items()}
+    tensors = {
+        name: state[stored.name].transposed() if stored.transposed else state[stored.name]
+        for name, stored in layout.tensors.items()
+    }
     if layout.scalar_threshold_from is not None:
         threshold = state[layout.scalar_threshold_from]
-        d_sae = tensors["W_dec"].shape[0]
-        tensors["threshold"] = threshold.reshape(()).expand(d_sae).clone() if threshold.numel() == 1 else threshold
+        d_sae = tensors["W_dec"].shape[0] if tensors["W_dec"].shape else 1
+        tensors["threshold"] = threshold.expanded(d_sae) if threshold.numel == 1 else threshold
     return tensors
 
 
-def _sae_lens_config(trainer: dict[str, Any], layout: DictClassLayout, state: dict[str, Tensor]) -> dict[str, Any]:
+def _sae_lens_config(trainer: dict[str, Any], layout: DictClassLayout, state: dict[str, FileTensor]) -> dict[str, Any]:
     hook_name = _hook_name(trainer)
     raw: dict[str, Any] = {
         "architecture": layout.architecture,
@@ -169,9 +175,15 @@ def _sae_lens_config(trainer: dict[str, Any], layout: DictClassLayout, state: di
         **layout.extra_cfg,
     }
     if layout.k_from is not None:
-        k_buffer = state.get(layout.k_from)
-        raw["k"] = int(k_buffer.item()) if k_buffer is not None and k_buffer.numel() == 1 else trainer.get("k")
+        raw["k"] = _k_buffer_value(state.get(layout.k_from), trainer.get("k"))
     return raw
+
+
+def _k_buffer_value(buffer: FileTensor | None, trainer_k: object) -> object:
+    """topk's k from its state-dict buffer, the one value read here; the trainer's setting when there is none."""
+    if buffer is None or buffer.numel != 1 or not buffer.dtype.startswith(("I", "U")):
+        return trainer_k
+    return int(buffer.array().reshape(-1)[0])
 
 
 def _hook_name(trainer: dict[str, Any]) -> str | None:

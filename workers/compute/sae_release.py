@@ -5,8 +5,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from workers.compute.sae import CFG_FILENAME, WEIGHTS_FILENAME
 from workers.compute.sae_errors import SaeFormatError
+from workers.compute.sae_files import CFG_FILENAME, WEIGHTS_FILENAME
 
 
 def _release_lookup(release: str) -> Any:

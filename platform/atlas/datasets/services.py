@@ -13,18 +13,18 @@ from django.db import transaction
 
 from atlas.datasets.models import Dataset
 from atlas.lms.models import LanguageModel
-from atlas.lms.selectors import language_model_source
+from atlas.lms.selectors import tokenizer_for
 from workers.compute.corpus import (
     CorpusFormatError,
     documents_from_jsonl,
     documents_from_txt,
     tokenize_into_sequences,
 )
-from workers.compute.model_source import load_tokenizer
+from workers.compute.model_source import LanguageModelError
 
 
 class DatasetError(ValueError):
-    pass
+    """A dataset that cannot be made; the message says why, for the form or the command line."""
 
 
 def dataset_documents_from_file(upload: File[bytes]) -> list[str]:
@@ -65,10 +65,11 @@ def dataset_create(
         raise DatasetError(
             f"Context length {context_length} is longer than {language_model.slug}'s maximum of {language_model.n_ctx}."
         )
-    tokenizer = load_tokenizer(language_model_source(language_model))
     try:
+        # The tokenizers library alone (no transformers), as stored when the model was registered.
+        tokenizer = tokenizer_for(language_model)
         tokens = tokenize_into_sequences(tokenizer, documents, context_length, max_sequences=max_sequences)
-    except CorpusFormatError as error:
+    except (CorpusFormatError, LanguageModelError) as error:
         raise DatasetError(str(error)) from error
     relative = Path("datasets") / f"{slug}-{uuid.uuid4().hex[:8]}.npy"
     path = Path(settings.MEDIA_ROOT) / relative

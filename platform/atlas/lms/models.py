@@ -35,3 +35,17 @@ class Vocabulary(models.Model):
 
     def __str__(self) -> str:
         return f"vocabulary of {self.language_model_id}"
+
+
+class Tokenizer(models.Model):
+    """The model's tokenizer as the `tokenizers` library reads it, stored at registration so that the web process
+    tokenizes datasets without transformers (and without the hub, for transformer-lens models)."""
+
+    language_model = models.OneToOneField(LanguageModel, on_delete=models.CASCADE, related_name="tokenizer")
+    definition = models.TextField(help_text="tokenizer.json, as tokenizers.Tokenizer.to_str() writes it")
+    bos_token_id = models.IntegerField(null=True)
+    eos_token_id = models.IntegerField(null=True)
+    stored = models.DateTimeField(auto_now=True)  # a new registration replaces it: caches key on this
+
+    def __str__(self) -> str:
+        return f"tokenizer of {self.language_model_id}"

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from workers.compute.sae_files import DICTIONARY_LEARNING_FILES, DICTIONARY_LEARNING_WEIGHTS_FILENAME, SAE_LENS_FILES
+
 # The files of a SAELens SAE directory and of a dictionary_learning trainer folder; anything else is ignored.
-SAE_LENS_FILES = ("cfg.json", "sae_weights.safetensors")
-DICTIONARY_LEARNING_FILES = ("config.json", "ae.pt")
 SAE_FILE_NAMES = (*SAE_LENS_FILES, "sparsity.safetensors", *DICTIONARY_LEARNING_FILES)
 _COPY_CHUNK = 1024 * 1024
 
@@ -109,7 +109,7 @@ def sae_archive_unpack(archive: Path, original_name: str, into: Path, max_bytes:
         shutil.rmtree(into, ignore_errors=True)
         into.mkdir(parents=True, exist_ok=True)
         raise ArchiveError(f"{original_name} could not be read as an archive ({error}); is it complete?") from error
-    dictionary_learning = "ae.pt" in found and not found & set(SAE_LENS_FILES)
+    dictionary_learning = DICTIONARY_LEARNING_WEIGHTS_FILENAME in found and not found & set(SAE_LENS_FILES)
     required = DICTIONARY_LEARNING_FILES if dictionary_learning else SAE_LENS_FILES
     missing = [name for name in required if name not in found]
     if missing:
