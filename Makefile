@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: demo test install install-dev lint typecheck pytest worker live-worker web stop clean bench-vs-forward bench-vs-saedashboard bench-gpu bench-ingest bench-api
 
-$(VENV)/.base: requirements/base.txt requirements/constraints.txt
+$(VENV)/.base: requirements/base.txt requirements/worker.txt requirements/web.txt requirements/constraints.txt
 	$(SYSTEM_PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -r requirements/base.txt
