@@ -16,7 +16,7 @@ CMD ["celery", "-A", "atlas", "worker", "-Q", "gpu,live", "--pool", "solo", "--l
 # Last, so that a plain `docker build .` makes the web image.
 FROM common AS web
 COPY . .
-# Settings need a database URL to import; collectstatic never connects.
+# With the URLs set, manage.py starts no embedded Postgres or Redis; collectstatic never connects.
 RUN DATABASE_URL=postgres://build@localhost/build REDIS_URL=redis://localhost:6379/0 SECRET_KEY=build \
     python manage.py collectstatic --noinput
 EXPOSE 8000
