@@ -88,8 +88,7 @@ def records_make(d_sae: int, slug: str) -> Sae:
 def run_make(sae: Sae, params: DashboardParams) -> DashboardRun:
     dataset = Dataset.objects.get(slug="bench")
     return DashboardRun.objects.create(sae=sae, dataset=dataset, n_sequences=dataset.n_sequences,
-                                       top_k=params.top_k, context_before=params.context_before,
-                                       context_after=params.context_after, tokens_total=dataset.n_tokens)
+                                       params=params.as_json(), tokens_total=dataset.n_tokens)
 
 
 def row_bytes_per_feature(n_features: int, *tables: str) -> float:
@@ -178,6 +177,7 @@ def _feature_row(run: DashboardRun, dashboards: FeatureDashboards, index: int) -
 def run_results_publish_orm(*, run: DashboardRun, dashboards: FeatureDashboards) -> None:
     """The previous run_results_publish, line for line, writing the legacy tables."""
     n_features = dashboards.frac_nonzero.shape[0]
+    context_before = run.dashboard_params.context_before
     with transaction.atomic():
         sae = Sae.objects.select_for_update().get(pk=run.sae_id)
         LegacyFeature.objects.filter(run=run).delete()
@@ -186,7 +186,7 @@ def run_results_publish_orm(*, run: DashboardRun, dashboards: FeatureDashboards)
         )
         examples: list[LegacyFeatureExample] = []
         for feature in features:
-            for example in _feature_examples(dashboards, feature.index, run.context_before):
+            for example in _feature_examples(dashboards, feature.index, context_before):
                 example.feature = feature
                 examples.append(example)
         LegacyFeatureExample.objects.bulk_create(examples, batch_size=_BATCH)

@@ -1,30 +1,46 @@
-"""Factories for tests: a tiny real model, datasets, SAEs written by sae_lens itself, users."""
+"""Factories for tests: a tiny real model, datasets, SAEs written by sae_lens itself, SAE and run records,
+published results, users, and waiting for a run a worker computes."""
 
 import importlib
 import importlib.util
 import json
 import sys
 import tempfile
+import time
 import types
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 
 from atlas.datasets.models import Dataset
 from atlas.datasets.services import dataset_create
+from atlas.features.models import Feature
+from atlas.features.services import run_results_publish
 from atlas.lms.models import LanguageModel
 from atlas.lms.services import language_model_store
+from atlas.saes.models import DashboardRun, Sae
 from workers.compute.corpus import stdlib_docstrings
 from workers.compute.language_model import ModelFacts, ModelSource, load_language_model, model_facts
+from workers.compute.params import DashboardParams
+from workers.compute.results import Examples, FeatureDashboards
 from workers.compute.tiny_model import tiny_model_write
 
 TINY_HOOK = "blocks.0.hook_resid_post"
 PASSWORD = "correct horse battery staple"
+# A real worker computes a tiny run in seconds; minutes mean it is stuck.
+RUN_TIMEOUT_SECONDS = 240
+# The published feature of published_feature_make: feature 3 of an 8-feature SAE.
+PUBLISHED_FEATURES, PUBLISHED_INDEX = 8, 3
+# Windows of 2 + 1 + 1 tokens and two top examples, as published_feature_make's dashboards have.
+SMALL_PARAMS = DashboardParams(top_k=2, context_before=2, context_after=1)
 
 
 @lru_cache(maxsize=1)
@@ -159,3 +175,114 @@ def upload_form_data(language_model: LanguageModel, dataset: Dataset, **override
         "context_after": 2,
         **overrides,
     }
+
+
+def sae_upload_post(client: Client, dataset: Dataset, files: dict[str, SimpleUploadedFile], **form: Any) -> Sae:
+    """An SAE uploaded through the form, as a logged-in user would; its run is queued, not computed."""
+    data = {**upload_form_data(dataset.language_model, dataset, **form), **files}
+    response = client.post("/upload/", data)
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    sae: Sae = Sae.objects.latest("pk")
+    return sae
+
+
+def sae_make(language_model: LanguageModel, *, slug: str = "0-res-8", d_sae: int = PUBLISHED_FEATURES,
+             hook_name: str = TINY_HOOK, files_dir: str = "saes/none", **fields: Any) -> Sae:
+    """An SAE's record with no files: enough for results that are published rather than computed."""
+    sae: Sae = Sae.objects.create(language_model=language_model, slug=slug, hook_name=hook_name, layer=0,
+                                  architecture="standard", d_in=language_model.d_model, d_sae=d_sae,
+                                  files_dir=files_dir, **fields)
+    return sae
+
+
+def run_make(sae: Sae, dataset: Dataset, *, params: DashboardParams = SMALL_PARAMS, n_sequences: int = 4,
+             **fields: Any) -> DashboardRun:
+    """A run's record, queued, with no shards: for results published directly."""
+    run: DashboardRun = DashboardRun.objects.create(
+        sae=sae, dataset=dataset, n_sequences=n_sequences, params=params.as_json(),
+        tokens_total=n_sequences * dataset.context_length, **fields,
+    )
+    return run
+
+
+def published_run_make(sae: Sae, dataset: Dataset, dashboards: FeatureDashboards, *,
+                       params: DashboardParams = SMALL_PARAMS) -> DashboardRun:
+    """A run of sae whose results are dashboards, published as a worker's merge publishes them."""
+    run = run_make(sae, dataset, params=params)
+    run_results_publish(run=run, dashboards=dashboards)
+    run.refresh_from_db()
+    return run
+
+
+def run_wait(run: DashboardRun, *, timeout: float = RUN_TIMEOUT_SECONDS,
+             logs: Callable[[], str] = lambda: "") -> DashboardRun:
+    """The run once it has succeeded or failed; an AssertionError with its state and logs() if it does neither
+    within timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not run.is_finished:
+        assert time.monotonic() < deadline, (
+            f"run {run.pk} is still {run.status} ({run.phase} {run.progress_done}/{run.progress_total}) "
+            f"after {timeout} s:\n{logs()}"
+        )
+        time.sleep(0.3)
+        run.refresh_from_db()
+    return run
+
+
+def examples_empty(n_features: int, slots: tuple[int, ...], window: int) -> Examples:
+    shape = (n_features, *slots)
+    return Examples(
+        seq=np.full(shape, -1, dtype=np.int64),
+        pos=np.zeros(shape, dtype=np.int64),
+        values=np.zeros(shape, dtype=np.float32),
+        window_tokens=np.full((*shape, window), -1, dtype=np.int32),
+        window_values=np.full((*shape, window), np.nan, dtype=np.float32),
+    )
+
+
+def dashboards_empty(n_features: int, *, top_k: int = 2, n_intervals: int = 2, per_interval: int = 1,
+                     window: int = 4, logit_tokens: int = 2, act_hist_bins: int = 2,
+                     logit_hist_bins: int = 3, neighbours: int = 2) -> FeatureDashboards:
+    """Features that never fired: every slot empty, every count zero; feature i's neighbours are the next ones."""
+    following = (np.arange(n_features)[:, None] + np.arange(1, neighbours + 1)) % max(n_features, 1)
+    return FeatureDashboards(
+        n_tokens=192,
+        frac_nonzero=np.zeros(n_features),
+        max_act=np.zeros(n_features, dtype=np.float32),
+        top=examples_empty(n_features, (top_k,), window),
+        intervals=examples_empty(n_features, (n_intervals, per_interval), window),
+        interval_counts=np.zeros((n_features, n_intervals), dtype=np.int64),
+        act_hist_counts=np.zeros((n_features, act_hist_bins), dtype=np.int64),
+        logit_top_ids=np.zeros((n_features, logit_tokens), dtype=np.int64),
+        logit_top_values=np.zeros((n_features, logit_tokens), dtype=np.float32),
+        logit_bottom_ids=np.zeros((n_features, logit_tokens), dtype=np.int64),
+        logit_bottom_values=np.zeros((n_features, logit_tokens), dtype=np.float32),
+        logit_hist_counts=np.zeros((n_features, logit_hist_bins), dtype=np.int64),
+        logit_hist_min=np.zeros(n_features, dtype=np.float32),
+        logit_hist_max=np.zeros(n_features, dtype=np.float32),
+        neighbour_ids=following.astype(np.int64),
+        neighbour_cosines=np.zeros((n_features, neighbours), dtype=np.float32),
+    )
+
+
+def published_feature_make(language_model: LanguageModel, dataset: Dataset) -> Feature:
+    """Feature 3 of SAE 0-res-8, published with known numbers: one top example and one example in the lower of
+    two intervals; windows of 2 + 1 + 1; neighbours 6 (cosine 0.75) and 1 (0.5)."""
+    index = PUBLISHED_INDEX
+    dashboards = dashboards_empty(PUBLISHED_FEATURES)
+    dashboards.frac_nonzero[index], dashboards.max_act[index] = 0.25, 4.0
+    dashboards.act_hist_counts[index] = [3, 1]
+    dashboards.logit_top_ids[index], dashboards.logit_top_values[index] = [5, 6], [2.0, 1.0]
+    dashboards.logit_bottom_ids[index], dashboards.logit_bottom_values[index] = [7, 8], [-2.0, -1.0]
+    dashboards.logit_hist_counts[index] = [1, 2, 1]
+    dashboards.logit_hist_min[index], dashboards.logit_hist_max[index] = -3.0, 3.0
+    top, intervals = dashboards.top, dashboards.intervals
+    top.seq[index, 0], top.values[index, 0] = 0, 4.0
+    top.window_tokens[index, 0], top.window_values[index, 0] = [-1, 10, 11, 12], [np.nan, 0.0, 4.0, 1.0]
+    intervals.seq[index, 0, 0], intervals.values[index, 0, 0] = 1, 1.5
+    intervals.window_tokens[index, 0, 0] = [-1, -1, 13, 14]
+    intervals.window_values[index, 0, 0] = [np.nan, np.nan, 1.5, 0.0]
+    dashboards.interval_counts[index] = [3, 1]
+    dashboards.neighbour_ids[index], dashboards.neighbour_cosines[index] = [6, 1], [0.75, 0.5]
+    run = published_run_make(sae_make(language_model), dataset, dashboards)
+    return Feature.objects.get(run=run, index=index)

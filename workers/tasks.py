@@ -1,46 +1,50 @@
-"""Celery tasks: thin shells that call the worker-side services (atlas.saes.execution).
+"""Celery tasks: thin shells over the worker's steps (workers.runs, workers.live), queued by name from the web.
 
-Services are imported when a task runs, after the Celery Django fixup has set Django up.
+The steps are imported when a task runs, after the Celery Django fixup has set Django up.
 """
 
 from typing import Any
 
 from celery import Task, shared_task
+from django.conf import settings
+
+from workers.attempts import RetryLater
+
+# The one retry policy of a run's steps (workers.attempts): a step raises RetryLater while tries are left, and
+# counts them itself (a redelivered task is a try Celery does not count), so Celery's own limit is off. The
+# countdown is read when the worker imports its tasks, from the environment it was started with.
+RUN_STEP: dict[str, Any] = {
+    "autoretry_for": (RetryLater,),
+    "max_retries": None,
+    "retry_backoff": False,
+    "retry_kwargs": {"countdown": settings.ATLAS_TASK_RETRY_SECONDS},
+}
 
 
-@shared_task(name="workers.tasks.dashboard_shard_execute", bind=True, max_retries=None)
-def dashboard_shard_execute(self: Task[[int], None], shard_id: int) -> None:
-    from atlas.saes.execution import TaskRetry, shard_execute
+@shared_task(name="workers.tasks.dashboard_shard_execute", **RUN_STEP)
+def dashboard_shard_execute(shard_id: int) -> None:
+    from workers.runs import shard_execute
 
-    try:
-        shard_execute(shard_id)
-    except TaskRetry as retry:
-        raise self.retry(countdown=retry.countdown) from retry
+    shard_execute(shard_id)
 
 
-@shared_task(name="workers.tasks.dashboard_run_merge", bind=True, max_retries=None)
+@shared_task(name="workers.tasks.dashboard_run_merge", bind=True, **RUN_STEP)
 def dashboard_run_merge(self: Task[[int], None], run_id: int) -> None:
-    from atlas.saes.execution import TaskRetry, run_merge
+    from workers.runs import run_merge
 
-    try:
-        run_merge(run_id, attempt=self.request.retries + 1)
-    except TaskRetry as retry:
-        raise self.retry(countdown=retry.countdown) from retry
+    run_merge(run_id, attempt=self.request.retries + 1)
 
 
-@shared_task(name="workers.tasks.dashboard_run_metrics", bind=True, max_retries=None)
+@shared_task(name="workers.tasks.dashboard_run_metrics", bind=True, **RUN_STEP)
 def dashboard_run_metrics(self: Task[[int], None], run_id: int) -> None:
-    from atlas.saes.execution import TaskRetry, run_metrics_execute
+    from workers.runs import run_metrics_execute
 
-    try:
-        run_metrics_execute(run_id, attempt=self.request.retries + 1)
-    except TaskRetry as retry:
-        raise self.retry(countdown=retry.countdown) from retry
+    run_metrics_execute(run_id, attempt=self.request.retries + 1)
 
 
 # A request waits for this one: acknowledged on receipt, since nobody waits for a redelivery.
 @shared_task(name="workers.tasks.text_activations", acks_late=False)
 def text_activations(sae_id: int, text: str, feature: int | None, n_results: int) -> dict[str, Any]:
-    from atlas.saes.execution import text_activations_compute
+    from workers.live import text_activations_compute
 
     return text_activations_compute(sae_id=sae_id, text=text, feature=feature, n_results=n_results)

@@ -1,18 +1,78 @@
-"""The JSON API's edges: errors as {"error", "message"} with a 4xx, typed request bodies, API-key writes."""
+"""What every JSON API endpoint shares: schema bases, the id and index types, errors as {"error", "message"}."""
 
-import json
-from collections.abc import Callable
-from functools import wraps
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
 
-from django.contrib.auth.models import User
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.csrf import csrf_exempt
+from django.http import JsonResponse
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StringConstraints, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
-from atlas.accounts.selectors import api_key_user
+# Model and SAE ids as they appear in addresses (`gpt2-small`, `5-res-jb`); anything else cannot name one.
+IDENTIFIER_PATTERN = r"^[-\w.]+$"
+Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
+# Errors a message lists before it says how many more there are: enough to fix a body, short enough to read.
+ERRORS_LISTED = 5
+# Pydantic's error types in our words, as the rest of a sentence after the field; {names} come from its context.
+PROBLEMS = {
+    "missing": "is required",
+    "int_type": "must be an integer",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "model_type": "must be a JSON object",
+    "model_attributes_type": "must be a JSON object",
+    "dict_type": "must be a JSON object",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than_equal": "must be at most {le}",
+    "too_short": "must hold at least {min_length} item(s)",
+    "too_long": "must hold at most {max_length} items",
+    "string_pattern_mismatch": "must match {pattern}",
+}
 
-API_KEY_HEADER = "x-api-key"
-T = TypeVar("T")
+
+def _json_integer(value: object) -> object:
+    """A whole number written with a fraction (3.0) is an integer to JSON Schema, and to JavaScript clients."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# JSON's integers; strict, so that neither a bool (an int to Python) nor a string passes for one.
+JsonInteger = Annotated[StrictInt, BeforeValidator(_json_integer)]
+
+
+def _feature_index(value: object) -> object:
+    """Neuronpedia's clients send a feature's index as a number or as a string of digits."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    value = _json_integer(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise PydanticCustomError("feature_index", "must be an integer or a string of digits")
+
+
+# (Constraints before a validator: after it, pydantic would not write them into the JSON schema.)
+FeatureIndex = Annotated[
+    int,
+    Field(ge=0),
+    BeforeValidator(_feature_index),
+    WithJsonSchema({"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": "^[0-9]+$"}]}),
+]
+
+
+class RequestSchema(BaseModel):
+    """A JSON body: fields under Neuronpedia's names (`validation_alias`), unknown fields ignored as Neuronpedia
+    does."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class ResponseSchema(BaseModel):
+    """An answer: fields are built by their Python names and written under Neuronpedia's (`serialization_alias`,
+    which the routers' by_alias=True applies). A plain `alias` would make type checkers ask for the JSON name
+    when building one."""
+
+
+class ErrorOut(ResponseSchema):
+    error: str
+    message: str
 
 
 class ApiError(Exception):
@@ -23,65 +83,43 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def json_error(status: int, error: str, message: str) -> JsonResponse:
-    return JsonResponse({"error": error, "message": message}, status=status)
+# The `error` code of an HTTP error ninja raises itself (a body that is not JSON, a missing key).
+HTTP_ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                    405: "method_not_allowed", 429: "too_many_requests"}
 
 
-def api_endpoint(methods: tuple[str, ...]) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
-    """JSON-only: other methods are a JSON 405, an ApiError becomes its JSON 4xx. Sessions play no part
-    (writes authenticate by API key), so CSRF does not apply."""
-
-    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-        @csrf_exempt
-        @wraps(view)
-        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if request.method not in methods:
-                response = json_error(405, "method_not_allowed", f"Use {' or '.join(methods)} here.")
-                response["Allow"] = ", ".join(methods)
-                return response
-            try:
-                return view(request, *args, **kwargs)
-            except ApiError as error:
-                return json_error(error.status, error.code, error.message)
-
-        return wrapped
-
-    return decorate
+def json_error(status: int, code: str, message: str) -> JsonResponse:
+    return JsonResponse({"error": code, "message": message}, status=status)
 
 
-def api_user(request: HttpRequest) -> User:
-    """The user whose key is in the x-api-key header; writes need one."""
-    secret = request.headers.get(API_KEY_HEADER, "").strip()
-    if not secret:
-        raise ApiError(401, "unauthorized", f"Send an API key in the {API_KEY_HEADER} header; make one at /account/.")
-    user = api_key_user(secret)
-    if user is None:
-        raise ApiError(401, "unauthorized", "That API key is not valid; it may have been revoked.")
-    return user
+def error_responses(*statuses: int) -> dict[int, type[ErrorOut]]:
+    """The `response=` entries documenting these error statuses; 400 and 405 apply to every endpoint."""
+    return dict.fromkeys(sorted({400, 405, *statuses}), ErrorOut)
 
 
-def json_body(request: HttpRequest) -> Any:
-    try:
-        return json.loads(request.body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ApiError(400, "bad_request", f"The body is not JSON: {error}.") from error
+def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
+    """Pydantic's errors, as ninja reports them, in one message: `feature.index: must not be negative.`"""
+    sentences = [f"{_error_field(error['loc'])}: {_error_problem(error)}." for error in errors[:ERRORS_LISTED]]
+    if len(errors) > ERRORS_LISTED:
+        sentences.append(f"({len(errors) - ERRORS_LISTED} more.)")
+    return " ".join(sentences)
 
 
-def body_object(value: Any, what: str = "The body") -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ApiError(400, "bad_request", f"{what} must be a JSON object.")
-    return value
+def _error_field(location: Sequence[str | int]) -> str:
+    """("body", <parameter>, "feature", "index") -> feature.index; (..., 0, "index") -> [0].index; the body itself
+    is `body`. Ninja puts the source first, then for a body the view's (single) parameter's name."""
+    source, *rest = location
+    path = rest[1:] if source == "body" else rest
+    field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path).removeprefix(".")
+    return field or str(source)
 
 
-def body_field(body: dict[str, Any], name: str, kind: type[T]) -> T:
-    """A required field of one JSON type; bool never passes for int, although Python says it is one."""
-    value = body.get(name)
-    if value is None:
-        raise ApiError(400, "bad_request", f"'{name}' is required.")
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ApiError(400, "bad_request", f"'{name}' must be a {_json_type_name(kind)}.")
-    return value
-
-
-def _json_type_name(kind: type) -> str:
-    return {str: "string", int: "integer", list: "list", dict: "object"}.get(kind, kind.__name__)
+def _error_problem(error: Mapping[str, Any]) -> str:
+    kind, context = str(error.get("type")), error.get("ctx", {})
+    if kind == "greater_than_equal" and context.get("ge") == 0:
+        return "must not be negative"
+    if kind in PROBLEMS:
+        return PROBLEMS[kind].format(**context)
+    # Our own checks (PydanticCustomError) word theirs as the rest of a sentence already; pydantic's lose a capital.
+    message = str(error.get("msg", "is not valid"))
+    return message[:1].lower() + message[1:]

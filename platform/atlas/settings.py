@@ -12,6 +12,8 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from workers.compute.params import DashboardParams
+
 BASE_DIR = Path(__file__).resolve().parents[2]
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -92,6 +94,8 @@ INSTALLED_APPS = [
     "atlas.features",
     "atlas.explanations",
     "atlas.accounts",
+    # For the API docs page (/api/docs): ninja's templates and its Swagger UI files, served here, not from a CDN.
+    "ninja",
 ]
 MIGRATION_MODULES = {
     app: f"migrations.{app}" for app in ("lms", "datasets", "saes", "features", "explanations", "accounts")
@@ -183,7 +187,7 @@ ATLAS_GPU_QUEUE = envstr("ATLAS_GPU_QUEUE", "gpu")
 # A run splits into shards of this many sequences, computed in parallel by the workers on the queue.
 ATLAS_SHARD_SEQUENCES = envint("ATLAS_SHARD_SEQUENCES", 4096)
 # Sequences per model batch; GPU workers want more (64 for a 12-layer model at 128 tokens).
-ATLAS_RUN_BATCH_SIZE = envint("ATLAS_RUN_BATCH_SIZE", 8)
+ATLAS_RUN_BATCH_SIZE = envint("ATLAS_RUN_BATCH_SIZE", DashboardParams.batch_size)
 # The worker's torch device ("cuda", "cuda:1", "cpu"); empty means CUDA when the worker has it, else the CPU.
 ATLAS_DEVICE = envstr("ATLAS_DEVICE", "")
 # CUDA workers run the model and SAE in this dtype (bfloat16, float16 or float32); CPU stays float32.

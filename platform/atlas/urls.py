@@ -2,30 +2,21 @@
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 
 from atlas.accounts import views as account_views
+from atlas.api import unknown_endpoint
+from atlas.api import urlpatterns as api_urls
 from atlas.datasets import views as dataset_views
-from atlas.explanations import api as explanation_api
 from atlas.explanations import views as explanation_views
-from atlas.features import api, views
-from atlas.openapi import openapi_document
-from atlas.saes import api as sae_api
+from atlas.features import views
 from atlas.saes import views as sae_views
 
-# Every endpoint takes its path with or without a trailing slash, as Neuronpedia's clients send either.
+# The JSON API (atlas.api: every endpoint with or without a trailing slash), then a JSON 404 for any other /api/
+# path, so that clients never get an HTML page.
 api_patterns = [
-    re_path(r"^api/feature/(?P<model_id>[-\w.]+)/(?P<sae_id>[-\w.]+)/(?P<index>\d+)/?$", api.feature,
-            name="api-feature"),
-    re_path(r"^api/features/?$", api.features, name="api-features"),
-    re_path(r"^api/features-offset/?$", api.features_by_offset, name="api-features-offset"),
-    re_path(r"^api/activation/new/?$", api.activation_new, name="api-activation-new"),
-    re_path(r"^api/search-all/?$", api.search_all, name="api-search-all"),
-    re_path(r"^api/explanation/new/?$", explanation_api.explanation_new, name="api-explanation-new"),
-    re_path(r"^api/runs/(?P<run_id>\d+)/?$", api.run_status, name="api-run"),
-    re_path(r"^api/upload/?$", sae_api.upload, name="api-upload"),
-    re_path(r"^api/openapi\.json$", openapi_document, name="api-openapi"),
-    re_path(r"^api/(?P<path>.*)$", api.unknown_endpoint),
+    path("api/", include(api_urls)),
+    re_path(r"^api/(?P<path>.*)$", unknown_endpoint),
 ]
 
 urlpatterns = [

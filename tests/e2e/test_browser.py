@@ -2,7 +2,6 @@
 histograms and shows hostile token text as text."""
 
 import shutil
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,16 +18,13 @@ from atlas.lms.models import Vocabulary
 from atlas.saes.models import DashboardRun
 from tests import factories
 from tests.e2e.conftest import HOSTILE_TOKENS
-
-# A real Celery worker on its own queue, as the pipeline tests start it.
-from tests.pipeline.conftest import Workers, workers  # noqa: F401
+from tests.support.workers import Workers
 
 CHROMIUM = shutil.which("chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 FEATURE_PATH = "/tiny-llama/0-res-8/3"
 # Bars per histogram in the published feature: two activation bins, three logit bins.
 HISTOGRAM_BARS = {"#act-hist-plot": 2, "#logit-hist-plot": 3}
-RUN_TIMEOUT_SECONDS = 180
 # Live answers come from the worker: the tiny model loads on the first one.
 LIVE_ANSWER_TIMEOUT_MS = 60_000
 TYPED_TEXT = "Return the number of items in the list, or raise an error if it is empty."
@@ -89,18 +85,8 @@ def browser(live_server: LiveServer, site: Feature) -> Iterator[WatchedPage]:
         yield watched
 
 
-def run_wait(run: DashboardRun, workers: Workers) -> DashboardRun:  # noqa: F811
-    deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        run.refresh_from_db()
-        if run.is_finished:
-            return run
-        time.sleep(0.5)
-    raise AssertionError(f"run {run.pk} is still {run.status} after {RUN_TIMEOUT_SECONDS} s:\n{workers.logs()}")
-
-
 @pytest.fixture
-def computed_feature_path(workers: Workers, tmp_path: Path) -> str:  # noqa: F811
+def computed_feature_path(workers: Workers, tmp_path: Path) -> str:
     """An SAE uploaded through the form and computed by a real worker, which stays up for live requests. Every
     token's text in the vocabulary is markup, so whatever the typed text becomes must show as text. Yields the
     page of the feature that fires most often."""
@@ -112,10 +98,9 @@ def computed_feature_path(workers: Workers, tmp_path: Path) -> str:  # noqa: F81
     dataset = factories.dataset_make(language_model)
     client = Client()
     client.force_login(factories.user_make())
-    upload = {**factories.upload_form_data(language_model, dataset),
-              **factories.sae_upload_files(factories.sae_lens_write(tmp_path / "sae", d_in=language_model.d_model))}
-    assert client.post("/upload/", upload).status_code == 302
-    run = run_wait(DashboardRun.objects.get(), workers)
+    files = factories.sae_upload_files(factories.sae_lens_write(tmp_path / "sae", d_in=language_model.d_model))
+    sae = factories.sae_upload_post(client, dataset, files)
+    run = factories.run_wait(sae.runs.get(), logs=workers.logs)
     assert run.status == DashboardRun.Status.SUCCEEDED, run.error
     busiest = Feature.objects.filter(run=run).order_by("-frac_nonzero").first()
     assert busiest is not None and busiest.frac_nonzero > 0

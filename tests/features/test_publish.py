@@ -8,12 +8,21 @@ import pytest
 from atlas.datasets.models import Dataset
 from atlas.features.models import Feature
 from atlas.features.packing import dashboard_unpack
-from atlas.features.services import COPY_CHUNK_FEATURES, DashboardsShapeError, run_results_publish
+from atlas.features.services import (
+    COPY_CHUNK_FEATURES,
+    DashboardsShapeError,
+    PackedFeatures,
+    run_features_publish,
+    run_results_publish,
+)
 from atlas.lms.models import LanguageModel
 from atlas.saes.models import DashboardRun, Sae
+from tests import factories
+from workers.compute.params import DashboardParams
 from workers.compute.results import Examples, FeatureDashboards
 
 N_FEATURES, TOP_K, WINDOW = 4, 2, 5
+PARAMS = DashboardParams(top_k=TOP_K, context_before=2, context_after=2)
 
 
 def _examples(slots: tuple[int, ...], value: float, n_features: int) -> Examples:
@@ -50,14 +59,11 @@ def _dashboards(max_act: float, n_features: int = N_FEATURES) -> FeatureDashboar
 
 @pytest.fixture
 def sae(language_model: LanguageModel, dataset: Dataset) -> Sae:
-    return Sae.objects.create(language_model=language_model, slug="0-res-4", hook_name="blocks.0.hook_resid_post",
-                              architecture="standard", d_in=language_model.d_model, d_sae=N_FEATURES,
-                              files_dir="saes/none")
+    return factories.sae_make(language_model, slug="0-res-4", d_sae=N_FEATURES)
 
 
 def _run(sae: Sae, dataset: Dataset) -> DashboardRun:
-    return DashboardRun.objects.create(sae=sae, dataset=dataset, n_sequences=4, top_k=TOP_K, context_before=2,
-                                       context_after=2, tokens_total=4 * dataset.context_length)
+    return factories.run_make(sae, dataset, params=PARAMS)
 
 
 def _published_max(sae: Sae) -> set[float]:
@@ -109,3 +115,22 @@ def test_a_failed_publish_leaves_the_previous_results(sae: Sae, dataset: Dataset
         run_results_publish(run=second, dashboards=broken)
     assert _published_max(sae) == {2.0}
     assert not Feature.objects.filter(run=second).exists()
+
+
+def test_packed_features_handed_over_in_one_block_are_stored_as_a_run(sae: Sae, dataset: Dataset) -> None:
+    """What an import hands over: one block of packed rows, larger than a COPY chunk, published like a run."""
+    first, second = _run(sae, dataset), _run(sae, dataset)
+    run_results_publish(run=first, dashboards=_dashboards(2.0))
+    n_features = COPY_CHUNK_FEATURES + 5
+    blobs = np.zeros(n_features, dtype=[("blob", "u1", (3,))])
+    blobs["blob"] = np.arange(n_features)[:, None] % 256
+    packed = PackedFeatures(0, np.full(n_features, 0.5), np.full(n_features, 7.0), blobs)
+    run_features_publish(run=second, features=[packed], phase="imported")
+    second.refresh_from_db()
+    assert (second.status, second.phase, second.progress_done) == (DashboardRun.Status.SUCCEEDED, "imported",
+                                                                    n_features)
+    stored = dict(Feature.objects.filter(run=second).values_list("index", "dashboard"))
+    assert sorted(stored) == list(range(n_features))
+    assert bytes(stored[COPY_CHUNK_FEATURES + 1]) == bytes([(COPY_CHUNK_FEATURES + 1) % 256] * 3)
+    assert _published_max(sae) == {7.0}
+    assert not Feature.objects.filter(run=first).exists()

@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from tests.features.private_postgres import PrivatePostgres
+from tests.support.private_postgres import PrivatePostgres
 
 N_PUBLISHED, N_FEATURES = 512, 8192
 COPY_WAIT_SECONDS = 60

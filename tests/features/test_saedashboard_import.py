@@ -18,7 +18,7 @@ from atlas.lms.models import LanguageModel
 from atlas.lms.selectors import language_model_source, tokens_text, vocabulary_for
 from atlas.saes.models import DashboardRun, Sae
 from tests import factories
-from workers.compute.model_source import load_tokenizer
+from workers.compute.language_model import hf_tokenizer_load as load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER_PYTHON = ROOT / "var" / "bench" / "saedashboard" / "venv" / "bin" / "python"
@@ -29,8 +29,7 @@ TOP_IDS, INTERVAL_IDS = [40, 41, 42, 43], [50, 51, 52, 53]
 
 @pytest.fixture
 def sae(language_model: LanguageModel, dataset: Dataset) -> Sae:
-    return Sae.objects.create(language_model=language_model, slug="0-res-6", hook_name=factories.TINY_HOOK, layer=0,
-                              architecture="standard", d_in=language_model.d_model, d_sae=D_SAE, files_dir="saes/x")
+    return factories.sae_make(language_model, slug="0-res-6", d_sae=D_SAE)
 
 
 def _pieces(language_model: LanguageModel, ids: list[int]) -> list[str]:
@@ -145,15 +144,16 @@ def test_the_run_is_marked_imported_and_published(sae: Sae, dataset: Dataset, tm
     run = sae.published_run
     assert run is not None
     assert (run.status, run.device, run.tokens_total) == (DashboardRun.Status.SUCCEEDED, IMPORTED_DEVICE, 12 * 48)
-    assert (run.context_before, run.context_after, run.top_k) == (2, 1, 1)
+    params = run.dashboard_params
+    assert (params.context_before, params.context_after, params.top_k) == (2, 1, 1)
+    assert (params.n_intervals, params.examples_per_interval, params.logit_tokens, params.neighbours) == (4, 1, 2, 0)
     assert Feature.objects.filter(run=run).count() == D_SAE
     body = Client().get("/api/feature/tiny-llama/0-res-6/0").json()
     assert (body["frac_nonzero"], body["activations"]) == (0, [])
 
 
 def test_it_takes_the_dataset_of_the_saes_latest_run(sae: Sae, dataset: Dataset, tmp_path: Path) -> None:
-    DashboardRun.objects.create(sae=sae, dataset=dataset, n_sequences=12, top_k=2, context_before=2,
-                                context_after=1, tokens_total=12 * 48, status=DashboardRun.Status.FAILED)
+    factories.run_make(sae, dataset, n_sequences=12, status=DashboardRun.Status.FAILED)
     batch = _write(tmp_path / "batch-0.json", _batch(sae.language_model))
     call_command("atlas_import_saedashboard", "tiny-llama", "0-res-6", str(batch))
     sae.refresh_from_db()
@@ -204,13 +204,12 @@ def test_real_saedashboard_output_imports(language_model: LanguageModel, dataset
     tokens = tmp_path / "tokens.npy"
     np.save(tokens, np.load(dataset.tokens_path)[:12])
     out = tmp_path / "saedashboard"
-    command = [str(PEER_PYTHON), "-m", "tests.features.saedashboard_batch_write", "--model-dir",
+    command = [str(PEER_PYTHON), "-m", "tests.support.saedashboard_batch_write", "--model-dir",
                str(factories.tiny_model_dir()), "--sae-dir", str(sae_dir), "--tokens", str(tokens),
                "--output-dir", str(out), *(["--whole-sequences"] if whole_sequences else [])]
     env = {"PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
-    Sae.objects.create(language_model=language_model, slug="0-res-16", hook_name=factories.TINY_HOOK, layer=0,
-                       architecture="standard", d_in=language_model.d_model, d_sae=16, files_dir="saes/x")
+    factories.sae_make(language_model, slug="0-res-16", d_sae=16)
     call_command("atlas_import_saedashboard", "tiny-llama", "0-res-16", str(out / "batch-0.json"),
                  "--dataset", dataset.slug)
 

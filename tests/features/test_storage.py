@@ -9,12 +9,12 @@ from django.test import Client
 from atlas.datasets.models import Dataset
 from atlas.features.models import Feature
 from atlas.features.packing import DashboardLayoutError, StoredExample, dashboard_unpack, features_pack
-from atlas.features.services import run_results_publish
 from atlas.lms.models import LanguageModel
 from atlas.lms.selectors import tokens_text, vocabulary_for
-from atlas.saes.models import DashboardRun, Sae
+from atlas.saes.models import Sae
 from bench.ingest import dashboards_synthetic
-from tests.features.factories import dashboards_empty
+from tests import factories
+from tests.factories import dashboards_empty
 from workers.compute.params import DashboardParams
 from workers.compute.results import Examples, FeatureDashboards
 
@@ -26,14 +26,8 @@ VALUE_TOLERANCE = {"rel": 2**-11, "abs": 1e-6}
 
 def _published(language_model: LanguageModel, dataset: Dataset, dashboards: FeatureDashboards,
                params: DashboardParams = PARAMS) -> Sae:
-    n_features = dashboards.frac_nonzero.shape[0]
-    sae = Sae.objects.create(language_model=language_model, slug="0-res-synthetic", d_sae=n_features,
-                             hook_name="blocks.0.hook_resid_post", architecture="standard",
-                             d_in=language_model.d_model, files_dir="saes/none")
-    run = DashboardRun.objects.create(sae=sae, dataset=dataset, n_sequences=4, top_k=params.top_k,
-                                      context_before=params.context_before, context_after=params.context_after,
-                                      tokens_total=4 * dataset.context_length)
-    run_results_publish(run=run, dashboards=dashboards)
+    sae = factories.sae_make(language_model, slug="0-res-synthetic", d_sae=dashboards.frac_nonzero.shape[0])
+    factories.published_run_make(sae, dataset, dashboards, params=params)
     sae.refresh_from_db()
     return sae
 

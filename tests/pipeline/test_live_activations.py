@@ -13,8 +13,7 @@ from atlas.lms.models import LanguageModel
 from atlas.lms.selectors import tokens_text, vocabulary_for
 from atlas.saes.models import DashboardRun, Sae
 from tests import factories
-from tests.pipeline.conftest import Workers
-from tests.pipeline.runs import upload
+from tests.support.workers import Workers
 from workers.compute.language_model import ModelSource, load_language_model
 from workers.compute.live import TextActivations, feature_activations_on_text, top_features_on_text
 from workers.compute.sae import sae_load
@@ -27,9 +26,7 @@ def sae(workers: Workers, media_root: Path) -> Sae:
     """An SAE on disk with no run: the worker only ever answers live requests."""
     language_model = factories.language_model_make()
     factories.sae_lens_write(media_root / "saes" / "live", d_in=language_model.d_model)
-    sae: Sae = Sae.objects.create(language_model=language_model, slug="0-res-live", hook_name=factories.TINY_HOOK,
-                                  layer=0, architecture="standard", d_in=language_model.d_model, d_sae=48,
-                                  files_dir="saes/live")
+    sae = factories.sae_make(language_model, slug="0-res-live", d_sae=48, files_dir="saes/live")
     workers.start()
     return sae
 
@@ -85,14 +82,16 @@ def test_a_live_worker_answers_while_the_run_worker_computes(workers: Workers, s
     dataset = factories.dataset_make(language_model, n_sequences=8)
     client = Client()
     client.force_login(factories.user_make())
-    sae = upload(client, dataset, factories.sae_lens_write(tmp_path / "sae", d_in=language_model.d_model), "0-res-busy")
+    files = factories.sae_upload_files(factories.sae_lens_write(tmp_path / "sae", d_in=language_model.d_model))
+    sae = factories.sae_upload_post(client, dataset, files, slug="0-res-busy")
+    # Started first: a worker takes seconds to start, which on a busy machine would outlast the slow shard.
+    live = workers.start(live_only=True)
     workers.start(batch_sleep=3.0)
     run = DashboardRun.objects.get(sae=sae)
     deadline = time.monotonic() + 60
     while run.progress_done == 0 and time.monotonic() < deadline:  # inside the first shard's batches
         time.sleep(0.2)
         run.refresh_from_db()
-    live = workers.start(live_only=True)
     body = _post("/api/activation/new", {"feature": {"modelId": "tiny-llama", "source": sae.slug, "index": "0"},
                                          "customText": TEXT})
     run.refresh_from_db()

@@ -12,17 +12,20 @@ from atlas.datasets.models import Dataset
 from atlas.features.models import Feature
 from atlas.saes.models import DashboardRun, DashboardShard, Sae
 from tests import factories
-from tests.pipeline.conftest import Workers
-from tests.pipeline.runs import RUN_TIMEOUT_SECONDS, run_finished, upload
+from tests.support.workers import Workers
 
 # 24 sequences in batches of 4: shards of 8 sequences make three shards, of 100 one.
 N_SEQUENCES, BATCH_SIZE, SHARD_SEQUENCES = 24, 4, 8
 
 
 def _succeeded(sae: Sae, workers: Workers) -> DashboardRun:
-    run = run_finished(sae, workers)
+    run = factories.run_wait(sae.runs.get(), logs=workers.logs)
     assert run.status == DashboardRun.Status.SUCCEEDED, run.error
     return run
+
+
+def _upload(client: Client, dataset: Dataset, sae_dir: Path, slug: str) -> Sae:
+    return factories.sae_upload_post(client, dataset, factories.sae_upload_files(sae_dir), slug=slug)
 
 
 def _results(client: Client, sae: Sae) -> list[dict[str, Any]]:
@@ -50,9 +53,9 @@ def test_three_shards_on_two_workers_equal_one_shard(workers: Workers, settings:
     first, second = workers.start(), workers.start()
 
     settings.ATLAS_SHARD_SEQUENCES = 100
-    whole = upload(client, dataset, sae_dir, "whole")
+    whole = _upload(client, dataset, sae_dir, "whole")
     settings.ATLAS_SHARD_SEQUENCES = SHARD_SEQUENCES
-    sharded = upload(client, dataset, sae_dir, "sharded")
+    sharded = _upload(client, dataset, sae_dir, "sharded")
     whole_run, sharded_run = _succeeded(whole, workers), _succeeded(sharded, workers)
 
     assert whole_run.shards.count() == 1
@@ -75,8 +78,8 @@ def test_a_worker_killed_mid_shard_loses_nothing(workers: Workers, settings: Any
     settings.ATLAS_SHARD_SEQUENCES = SHARD_SEQUENCES
     # Two batches per shard, a second each: the worker is caught after its first batch of a shard.
     doomed = workers.start(batch_sleep=1.0)
-    sae = upload(client, dataset, sae_dir, "interrupted")
-    deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
+    sae = _upload(client, dataset, sae_dir, "interrupted")
+    deadline = time.monotonic() + factories.RUN_TIMEOUT_SECONDS
     while not DashboardShard.objects.filter(
         run__sae=sae, status=DashboardShard.Status.RUNNING, progress_done__gt=0
     ).exists():
@@ -97,6 +100,6 @@ def test_a_worker_killed_mid_shard_loses_nothing(workers: Workers, settings: Any
     assert Feature.objects.filter(run__sae=sae).count() == sae.d_sae  # no rows of a half-written run
 
     settings.ATLAS_SHARD_SEQUENCES = 100
-    reference = upload(client, dataset, sae_dir, "reference")
+    reference = _upload(client, dataset, sae_dir, "reference")
     _succeeded(reference, workers)
     assert _results(client, sae) == _results(client, reference)

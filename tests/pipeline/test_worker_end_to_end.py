@@ -1,25 +1,12 @@
 """The whole slice on real services: upload through the form, a real worker computes, the API serves it."""
 
-import time
 from pathlib import Path
 
 from django.test import Client
 
 from atlas.features.models import Feature
-from atlas.saes.models import DashboardRun, Sae
+from atlas.saes.models import DashboardRun
 from tests import factories
-
-RUN_TIMEOUT_SECONDS = 180
-
-
-def _wait_for(run: DashboardRun, log: list[str]) -> DashboardRun:
-    deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        run.refresh_from_db()
-        if run.is_finished:
-            return run
-        time.sleep(0.5)
-    raise AssertionError(f"run {run.pk} is still {run.status} after {RUN_TIMEOUT_SECONDS} s:\n" + "".join(log[-40:]))
 
 
 def test_uploaded_sae_is_computed_by_the_worker_and_served(celery_worker: list[str], tmp_path: Path) -> None:
@@ -29,15 +16,12 @@ def test_uploaded_sae_is_computed_by_the_worker_and_served(celery_worker: list[s
     client = Client()
     client.force_login(factories.user_make())
 
-    response = client.post(
-        "/upload/", {**factories.upload_form_data(language_model, dataset), **factories.sae_upload_files(sae_dir)}
-    )
-    assert response.status_code == 302
-    run = _wait_for(DashboardRun.objects.get(), celery_worker)
+    sae = factories.sae_upload_post(client, dataset, factories.sae_upload_files(sae_dir))
+    run = factories.run_wait(sae.runs.get(), logs=lambda: "".join(celery_worker[-40:]))
 
     assert run.status == DashboardRun.Status.SUCCEEDED, run.error
     assert run.device == "cpu"
-    sae = Sae.objects.get()
+    sae.refresh_from_db()
     assert sae.published_run_id == run.pk
     assert Feature.objects.filter(run=run).count() == sae.d_sae
     progress = client.get(f"/api/runs/{run.pk}").json()

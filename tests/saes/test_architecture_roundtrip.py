@@ -13,9 +13,9 @@ from django.test import Client
 
 from atlas.datasets.models import Dataset
 from atlas.lms.models import LanguageModel
-from atlas.saes.execution import dashboard_run_execute
-from atlas.saes.models import DashboardRun, Sae
+from atlas.saes.models import DashboardRun
 from tests import factories
+from workers.runs import dashboard_run_execute
 
 D_SAE = 40
 
@@ -59,19 +59,12 @@ FORMATS: dict[str, tuple[Callable[[Path], dict[str, SimpleUploadedFile]], str]] 
 }
 
 
-def _upload(client: Client, language_model: LanguageModel, dataset: Dataset,
-            files: dict[str, SimpleUploadedFile]) -> Sae:
-    response = client.post("/upload/", {**factories.upload_form_data(language_model, dataset), **files})
-    assert response.status_code == 302, response.content.decode()[-2000:]
-    return Sae.objects.get()
-
-
 @pytest.mark.parametrize("case", FORMATS, ids=list(FORMATS))
 def test_upload_run_and_pages(
     logged_in_client: Client, language_model: LanguageModel, dataset: Dataset, tmp_path: Path, case: str
 ) -> None:
     write, architecture = FORMATS[case]
-    sae = _upload(logged_in_client, language_model, dataset, write(tmp_path / "sae"))
+    sae = factories.sae_upload_post(logged_in_client, dataset, write(tmp_path / "sae"))
     assert sae.architecture == architecture
     run = DashboardRun.objects.get()
     dashboard_run_execute(run.pk)
@@ -106,8 +99,7 @@ SWAPPED_AFTER_UPLOAD: dict[str, tuple[str, Callable[[], bytes], str]] = {
 def test_a_bad_file_reaching_the_worker_fails_the_run_with_its_message(
     logged_in_client: Client, language_model: LanguageModel, dataset: Dataset, tmp_path: Path, case: str
 ) -> None:
-    sae = _upload(logged_in_client, language_model, dataset,
-                  _dictionary_learning("AutoEncoder")(tmp_path / "sae"))
+    sae = factories.sae_upload_post(logged_in_client, dataset, _dictionary_learning("AutoEncoder")(tmp_path / "sae"))
     name, contents, message = SWAPPED_AFTER_UPLOAD[case]
     (sae.files_path / name).write_bytes(contents())
     run = DashboardRun.objects.get()

@@ -7,21 +7,18 @@ from django.test import Client
 
 from atlas.datasets.models import Dataset
 from atlas.features.packing import dashboard_unpack
-from atlas.lms.models import LanguageModel
-from atlas.saes.execution import dashboard_run_execute
 from atlas.saes.models import DashboardRun, Sae
 from tests import factories
+from workers.compute.params import DashboardParams
+from workers.runs import dashboard_run_execute
 
 
 @pytest.fixture
-def computed_sae(logged_in_client: Client, language_model: LanguageModel, dataset: Dataset, sae_dir: Path) -> Sae:
-    response = logged_in_client.post(
-        "/upload/", {**factories.upload_form_data(language_model, dataset), **factories.sae_upload_files(sae_dir)}
-    )
-    assert response.status_code == 302
-    run = DashboardRun.objects.get()
-    dashboard_run_execute(run.pk)
-    return Sae.objects.get()
+def computed_sae(logged_in_client: Client, dataset: Dataset, sae_dir: Path) -> Sae:
+    sae = factories.sae_upload_post(logged_in_client, dataset, factories.sae_upload_files(sae_dir))
+    dashboard_run_execute(sae.runs.get().pk)
+    sae.refresh_from_db()
+    return sae
 
 
 def test_run_succeeds_and_is_published(computed_sae: Sae) -> None:
@@ -61,8 +58,8 @@ def test_jump_box_redirects_to_feature(computed_sae: Sae) -> None:
 
 def test_failed_run_shows_its_error(computed_sae: Sae) -> None:
     (computed_sae.files_path / "sae_weights.safetensors").write_bytes(b"gone")
-    run = DashboardRun.objects.create(sae=computed_sae, dataset=DashboardRun.objects.get().dataset, n_sequences=4,
-                                      top_k=5, context_before=4, context_after=2, tokens_total=4 * 48)
+    run = factories.run_make(computed_sae, DashboardRun.objects.get().dataset,
+                             params=DashboardParams(top_k=5, context_before=4, context_after=2))
     dashboard_run_execute(run.pk)
     run.refresh_from_db()
     assert run.status == DashboardRun.Status.FAILED

@@ -15,8 +15,7 @@ The work splits in two so that a run can be sharded across workers:
 """
 
 import math
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -26,12 +25,12 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
+from workers.compute.hooks import hook_layer
 from workers.compute.neighbours import decoder_neighbours
 from workers.compute.params import DashboardParams
+from workers.compute.progress import Progress, progress_ignore
 from workers.compute.results import ActiveLayout, Examples, FeatureDashboards, ShardState
 from workers.compute.sae import SparseAutoencoder
-
-Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 # Logits of one chunk of features ([chunk, d_vocab]) stay below this many elements, ~256 MB in fp32.
 LOGIT_LENS_CHUNK_ELEMENTS = 1 << 26
@@ -41,7 +40,6 @@ LOGIT_LENS_VOCAB_TILE = 4096
 ENCODE_CHUNK_ELEMENTS = 1 << 27
 # The second pass reads the kept activations in pieces of this many entries.
 ACTIVE_CHUNK_ENTRIES = 1 << 22
-_BLOCK_HOOK = re.compile(r"blocks\.(\d+)\.")
 DEFAULT_PARAMS = DashboardParams()
 
 
@@ -112,7 +110,7 @@ def shard_pass(
 
     first_seq must be a multiple of params.batch_size, so that shards never split a batch.
     """
-    report = progress or _progress_ignore
+    report = progress or progress_ignore
     token_tensor = _tokens_validate(tokens, model, params)
     if first_seq % params.batch_size:
         raise ValueError(f"a shard must start on a batch boundary (batch_size {params.batch_size}), not {first_seq}")
@@ -163,7 +161,7 @@ def dashboards_finish(
     progress: Progress | None = None,
 ) -> FeatureDashboards:
     """Merge the shards of a run over tokens [N, T] (all of its sequences) and finish the dashboards."""
-    report = progress or _progress_ignore
+    report = progress or progress_ignore
     ordered = _shards_check(states, tokens, sae)
     device = sae.device
     layout = ordered[0].layout
@@ -205,10 +203,6 @@ def dashboards_finish(
     )
 
 
-def _progress_ignore(phase: str, done: int, total: int) -> None:
-    return None
-
-
 def _first_pos(params: DashboardParams) -> int:
     return 1 if params.skip_bos else 0
 
@@ -227,9 +221,9 @@ def _stop_at_layer(model: HookedTransformer, hook_name: str) -> int | None:
     """The stop_at_layer that runs the model just far enough to reach the hook."""
     if hook_name not in model.hook_dict:
         raise ValueError(f"the model has no hook {hook_name!r}; hooks look like 'blocks.0.hook_resid_post'")
-    block = _BLOCK_HOOK.match(hook_name)
-    if block:
-        return int(block.group(1)) + 1
+    layer = hook_layer(hook_name)
+    if layer is not None:
+        return layer + 1
     # hook_embed and hook_pos_embed come before every block; anything else (ln_final...) needs them all.
     return 0 if hook_name.startswith("hook_") else None
 

@@ -19,7 +19,6 @@ A score whose denominator is zero is NaN. Sums accumulate in float64 whatever th
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,29 +28,13 @@ from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 from transformers import PreTrainedTokenizerBase
 
+from workers.compute.metric_results import SaeMetrics
 from workers.compute.sae import SparseAutoencoder
 
 # The tokenizer attributes whose ids SAELens leaves out of its evals (sae_lens.util.get_special_token_ids).
 SPECIAL_TOKEN_ATTRIBUTES = ("bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id", "decoder_start_token_id")
 # Below this total variance the sample has none to explain (SAELens's ExplainedVarianceCalculator).
 MIN_TOTAL_VARIANCE = 1e-10
-
-
-@dataclass(frozen=True)
-class SaeMetrics:
-    n_sequences: int
-    n_tokens: int  # tokens counted in every metric but the CE losses (special tokens excluded)
-    l0: float
-    explained_variance: float
-    mse: float
-    cosine_similarity: float
-    ce_loss_clean: float
-    ce_loss_with_sae: float
-    ce_loss_zero_ablation: float
-    ce_loss_score: float
-    kl_div_with_sae: float
-    kl_div_zero_ablation: float
-    kl_div_score: float
 
 
 class _Sums:

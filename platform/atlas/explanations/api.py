@@ -1,21 +1,20 @@
 """POST /api/explanation/new: Neuronpedia's endpoint for adding a feature's explanation, by API key."""
 
-from django.http import HttpRequest, JsonResponse
+from ninja import Router, Status
 
-from atlas.explanations.selectors import explanation_payload
-from atlas.explanations.services import ExplanationError, explanation_create
-from atlas.features.api import feature_index, sae_of
-from atlas.jsonapi import ApiError, api_endpoint, api_user, body_field, body_object, json_body
+from atlas.accounts.auth import ApiKeyAuth, ApiKeyRequest
+from atlas.explanations.schemas import ExplanationCreated, ExplanationNew, ExplanationOut
+from atlas.explanations.services import explanation_create
+from atlas.jsonapi import error_responses
+from atlas.saes.selectors import sae_get
+
+router = Router(tags=["explanations"], by_alias=True)
 
 
-@api_endpoint(("POST",))
-def explanation_new(request: HttpRequest) -> JsonResponse:
-    author = api_user(request)
-    body = body_object(json_body(request))
-    sae = sae_of(body)
-    try:
-        explanation = explanation_create(sae=sae, index=feature_index(body),
-                                         description=body_field(body, "description", str), author=author)
-    except ExplanationError as error:
-        raise ApiError(400, "bad_request", str(error)) from error
-    return JsonResponse({"explanation": explanation_payload(explanation)}, status=201)
+@router.post("/explanation/new", auth=ApiKeyAuth(), url_name="api-explanation-new",
+             response={201: ExplanationCreated, **error_responses(401, 404)})
+def explanation_new(request: ApiKeyRequest, body: ExplanationNew) -> Status[ExplanationCreated]:
+    """Label a feature (needs an x-api-key); the explanation is the key holder's."""
+    explanation = explanation_create(sae=sae_get(body.model_id, body.layer), index=body.index,
+                                     description=body.description, author=request.auth)
+    return Status(201, ExplanationCreated(explanation=ExplanationOut.from_explanation(explanation)))

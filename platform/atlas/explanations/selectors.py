@@ -1,7 +1,6 @@
-"""Reads of explanations: a feature's labels, full-text search over them, and their API form."""
+"""Reads of explanations: a feature's labels and full-text search over them."""
 
 from collections.abc import Iterable
-from typing import Any
 
 from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector
 from django.db.models import F, QuerySet
@@ -10,19 +9,6 @@ from atlas.explanations.models import SEARCH_CONFIG, Explanation
 from atlas.saes.models import Sae
 
 SEARCH_RESULTS_SHOWN = 100
-
-
-def explanation_payload(explanation: Explanation) -> dict[str, Any]:
-    """Neuronpedia's explanation fields; `layer` is the SAE id, as everywhere in its API."""
-    return {
-        "id": str(explanation.pk),
-        "modelId": explanation.sae.language_model.slug,
-        "layer": explanation.sae.slug,
-        "index": explanation.index,
-        "description": explanation.description,
-        "authorUsername": explanation.author.username if explanation.author else None,
-        "createdAt": explanation.created.isoformat(),
-    }
 
 
 def feature_explanations(sae: Sae, indices: Iterable[int]) -> dict[int, list[Explanation]]:

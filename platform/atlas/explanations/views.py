@@ -6,6 +6,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from atlas.accounts.auth import LoggedInRequest
 from atlas.errors import NotFound
 from atlas.explanations.forms import ExplanationForm
 from atlas.explanations.selectors import explanations_search
@@ -15,7 +16,7 @@ from atlas.saes.selectors import sae_get
 
 @login_required
 @require_POST
-def explanation_new(request: HttpRequest, model_id: str, sae_id: str, index: int) -> HttpResponse:
+def explanation_new(request: LoggedInRequest, model_id: str, sae_id: str, index: int) -> HttpResponse:
     try:
         sae = sae_get(model_id, sae_id)
     except NotFound as error:
@@ -26,7 +27,7 @@ def explanation_new(request: HttpRequest, model_id: str, sae_id: str, index: int
         return redirect("feature", model_id=model_id, sae_id=sae_id, index=index)
     try:
         explanation_create(sae=sae, index=index, description=form.cleaned_data["description"],
-                           author=request.user)  # type: ignore[arg-type]
+                           author=request.user)
     except ExplanationError as error:
         messages.error(request, str(error))
     return redirect("feature", model_id=model_id, sae_id=sae_id, index=index)

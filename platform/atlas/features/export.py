@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from atlas.features.selectors import feature_payload, features_detail
+from atlas.features.schemas import FeatureOut
+from atlas.features.selectors import features_detail
 from atlas.saes.models import Sae
 
 # Features per features/ and activations/ batch file, as in Neuronpedia's export-data.py.
@@ -156,7 +157,7 @@ def _jsonl_gz_write(path: Path, rows: list[dict[str, Any]]) -> None:
 def _batch_write(sae: Sae, source: NeuronpediaSource, target: Path, batch: int, batch_features: int) -> int:
     start = batch * batch_features
     views = features_detail(sae, range(start, min(start + batch_features, sae.d_sae)))
-    payloads = [feature_payload(view) for view in views]
+    payloads = [FeatureOut.from_view(view).model_dump(by_alias=True) for view in views]
     assert sae.published_run_id is not None
     activations = [row for payload in payloads for row in _activation_rows(payload, source, sae.published_run_id)]
     _jsonl_gz_write(target / "features" / f"batch-{batch}.jsonl.gz", [_feature_row(p, source) for p in payloads])

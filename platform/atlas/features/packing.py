@@ -95,6 +95,11 @@ class Layout:
         ])
 
 
+def token_bytes_for(max_token_id: int) -> int:
+    """2 when every id fits in uint16 beside the outside marker, else 4."""
+    return 2 if max_token_id < _OUTSIDE_UINT16 else 4
+
+
 def _header(layout_fields: list[str]) -> np.dtype[np.void]:
     """The version, then the layout's fields in order: token_bytes as uint8, the rest as uint16."""
     return np.dtype([("version", "u1"), ("token_bytes", "u1"), *((name, "<u2") for name in layout_fields[1:])])
@@ -163,7 +168,7 @@ def features_pack(
     per_interval = (n_slots - n_top) // n_intervals if n_intervals else 0
     if n_top + n_intervals * per_interval != n_slots:
         raise DashboardLayoutError(f"{n_slots} example slots are not {n_top} top slots plus {n_intervals} intervals.")
-    token_bytes = 2 if window_tokens.size == 0 or int(window_tokens.max()) < _OUTSIDE_UINT16 else 4
+    token_bytes = token_bytes_for(int(window_tokens.max()) if window_tokens.size else -1)
     layout = Layout(token_bytes, window, focus, n_top, n_intervals, per_interval, logit_top_ids.shape[1],
                     act_hist_counts.shape[1], logit_hist_counts.shape[1], neighbour_ids.shape[1])
     rows = np.zeros(n_features, dtype=layout.dtype())

@@ -33,13 +33,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from atlas.datasets.models import Dataset
-from atlas.features.models import Feature
-from atlas.features.packing import features_pack
-from atlas.features.services import COPY_CHUNK_FEATURES, run_mark_published
+from atlas.features.packing import Layout, features_pack, token_bytes_for
+from atlas.features.services import PackedFeatures, run_features_publish
 from atlas.lms.models import LanguageModel
-from atlas.lms.selectors import language_model_source, vocabulary_for
+from atlas.lms.selectors import tokenizer_for, vocabulary_for
 from atlas.saes.models import DashboardRun, Sae
-from workers.compute.model_source import LanguageModelError, load_tokenizer
+from workers.compute.model_source import LanguageModelError
+from workers.compute.params import DashboardParams
 
 # How an imported run shows where its numbers came from, on the SAE page and in GET /api/runs/<id>.
 IMPORTED_DEVICE = "imported from SAEDashboard"
@@ -161,7 +161,7 @@ class TokenIds:
 
 def _tokenizer_pieces(language_model: LanguageModel) -> dict[str, int]:
     try:
-        vocab: dict[str, int] = load_tokenizer(language_model_source(language_model)).get_vocab()
+        vocab = tokenizer_for(language_model).get_vocab()
     except (LanguageModelError, OSError, ValueError):
         return {}  # no tokenizer here (a hub model offline): display text alone must do
     return vocab
@@ -229,20 +229,6 @@ def saedashboard_files_read(*, sae: Sae, files: Sequence[Path]) -> list[Imported
     return sorted(features.values(), key=lambda feature: feature.index)
 
 
-@dataclass(frozen=True)
-class _Shape:
-    """One layout for all features: SAEDashboard writes the same window and group sizes for every feature."""
-
-    window: int
-    focus: int
-    n_top: int
-    n_intervals: int
-    per_interval: int
-    logit_tokens: int
-    act_hist_bins: int
-    logit_hist_bins: int
-
-
 def _live_examples(feature: ImportedFeature) -> list[ImportedExample]:
     # A feature that never fired still gets SAEDashboard's all-zero "examples"; Atlas shows none.
     return feature.examples if feature.max_act > 0 else []
@@ -270,7 +256,8 @@ def _chosen_token(example: ImportedExample, n_tokens_in_prompt: int, window_focu
     return int(np.argmax(values)) if values.size else 0
 
 
-def _shape(features: list[ImportedFeature]) -> _Shape:
+def _layout(features: list[ImportedFeature]) -> Layout:
+    """One layout for all features: SAEDashboard writes the same window and group sizes for every feature."""
     live = [feature for feature in features if _live_examples(feature)]
     examples = [example for feature in live for example in feature.examples]
     peaks = Counter(int(np.argmax(next(e for e in f.examples if e.is_top).values))
@@ -279,7 +266,8 @@ def _shape(features: list[ImportedFeature]) -> _Shape:
     n_intervals = counts.most_common(1)[0][0] if counts else 0
     per_interval = max((Counter(_interval_of(e, f.max_act, n_intervals) for e in f.examples if not e.is_top)
                         .most_common(1)[0][1] for f in live if any(not e.is_top for e in f.examples)), default=0)
-    return _Shape(
+    return Layout(
+        token_bytes=token_bytes_for(max((max(e.token_ids, default=-1) for e in examples), default=-1)),
         window=max((len(example.values) for example in examples), default=1),
         focus=peaks.most_common(1)[0][0] if peaks else 0,
         n_top=max((sum(e.is_top for e in f.examples) for f in live), default=0),
@@ -288,6 +276,7 @@ def _shape(features: list[ImportedFeature]) -> _Shape:
         logit_tokens=max(max(len(f.pos_ids), len(f.neg_ids)) for f in features),
         act_hist_bins=max(len(f.act_hist_heights) for f in features),
         logit_hist_bins=max(len(f.logit_hist_heights) for f in features),
+        neighbours=0,  # SAEDashboard writes no decoder-cosine neighbours
     )
 
 
@@ -312,29 +301,29 @@ def _logit_hist_range(centers: list[float]) -> tuple[float, float]:
 class _Arrays:
     """The arrays features_pack takes, for every feature of the SAE; features not in the files stay empty."""
 
-    shape: _Shape
+    layout: Layout
     d_sae: int
 
     def __post_init__(self) -> None:
-        shape, n = self.shape, self.d_sae
-        slots = shape.n_top + shape.n_intervals * shape.per_interval
+        layout, n = self.layout, self.d_sae
+        slots = layout.slots
         self.frac_nonzero = np.zeros(n)
         self.max_act = np.zeros(n, dtype=np.float32)
-        self.interval_shares = np.zeros((n, shape.n_intervals))
-        self.act_hist_counts = np.zeros((n, shape.act_hist_bins), dtype=np.int64)
-        self.logit_hist_counts = np.zeros((n, shape.logit_hist_bins), dtype=np.int64)
+        self.interval_shares = np.zeros((n, layout.n_intervals))
+        self.act_hist_counts = np.zeros((n, layout.act_hist_bins), dtype=np.int64)
+        self.logit_hist_counts = np.zeros((n, layout.logit_hist_bins), dtype=np.int64)
         self.logit_hist_min = np.zeros(n, dtype=np.float32)
         self.logit_hist_max = np.zeros(n, dtype=np.float32)
-        self.logit_ids = {side: np.zeros((n, shape.logit_tokens), dtype=np.int64) for side in ("top", "bottom")}
-        self.logit_values = {side: np.zeros((n, shape.logit_tokens), dtype=np.float32) for side in ("top", "bottom")}
-        self.window_tokens = np.full((n, slots, shape.window), -1, dtype=np.int32)
-        self.window_values = np.full((n, slots, shape.window), np.nan, dtype=np.float32)
-        self.example_focus = np.full((n, slots), shape.focus, dtype=np.int64)
+        self.logit_ids = {side: np.zeros((n, layout.logit_tokens), dtype=np.int64) for side in ("top", "bottom")}
+        self.logit_values = {side: np.zeros((n, layout.logit_tokens), dtype=np.float32) for side in ("top", "bottom")}
+        self.window_tokens = np.full((n, slots, layout.window), -1, dtype=np.int32)
+        self.window_values = np.full((n, slots, layout.window), np.nan, dtype=np.float32)
+        self.example_focus = np.full((n, slots), layout.focus, dtype=np.int64)
 
     def fill(self, feature: ImportedFeature) -> None:
         i = feature.index
         self.frac_nonzero[i], self.max_act[i] = feature.frac_nonzero, feature.max_act
-        self.act_hist_counts[i, : self.shape.act_hist_bins] = _act_hist_rebinned(feature, self.shape.act_hist_bins)
+        self.act_hist_counts[i, : self.layout.act_hist_bins] = _act_hist_rebinned(feature, self.layout.act_hist_bins)
         self.logit_hist_counts[i, : len(feature.logit_hist_heights)] = np.rint(feature.logit_hist_heights)
         self.logit_hist_min[i], self.logit_hist_max[i] = _logit_hist_range(feature.logit_hist_centers)
         for side, ids, values in (("top", feature.pos_ids, feature.pos_values),
@@ -343,33 +332,34 @@ class _Arrays:
         self._examples_fill(feature)
 
     def _examples_fill(self, feature: ImportedFeature) -> None:
-        shape, i = self.shape, feature.index
+        layout, i = self.layout, feature.index
         next_top, next_in_interval = 0, Counter[int]()
         for example in _live_examples(feature):
             if example.is_top:
                 slot, next_top = next_top, next_top + 1
-            elif shape.n_intervals == 0:
+            elif layout.n_intervals == 0:
                 continue  # intervals of zero width: there is no interval to show them in
             else:
-                interval = _interval_of(example, feature.max_act, shape.n_intervals)
+                interval = _interval_of(example, feature.max_act, layout.n_intervals)
                 self.interval_shares[i, interval] = example.bin_contains
                 rank = next_in_interval[interval]
                 next_in_interval[interval] += 1
-                slot = shape.n_top + interval * shape.per_interval + rank
+                slot = layout.n_top + interval * layout.per_interval + rank
             self.window_tokens[i, slot, : len(example.token_ids)] = example.token_ids
             self.window_values[i, slot, : len(example.values)] = example.values
-            self.example_focus[i, slot] = _chosen_token(example, feature.n_tokens_in_prompt, shape.focus)
+            self.example_focus[i, slot] = _chosen_token(example, feature.n_tokens_in_prompt, layout.focus)
 
-    def pack(self) -> npt.NDArray[np.void]:
-        return features_pack(
-            focus=self.shape.focus, max_act=self.max_act, interval_shares=self.interval_shares,
+    def pack(self) -> PackedFeatures:
+        dashboards = features_pack(
+            focus=self.layout.focus, max_act=self.max_act, interval_shares=self.interval_shares,
             act_hist_counts=self.act_hist_counts, logit_hist_counts=self.logit_hist_counts,
             logit_hist_min=self.logit_hist_min, logit_hist_max=self.logit_hist_max,
             logit_top_ids=self.logit_ids["top"], logit_top_values=self.logit_values["top"],
             logit_bottom_ids=self.logit_ids["bottom"], logit_bottom_values=self.logit_values["bottom"],
-            window_tokens=self.window_tokens, window_values=self.window_values, n_top=self.shape.n_top,
+            window_tokens=self.window_tokens, window_values=self.window_values, n_top=self.layout.n_top,
             example_focus=self.example_focus,
         )
+        return PackedFeatures(0, self.frac_nonzero, self.max_act, dashboards)
 
 
 def _run_dataset(sae: Sae, dataset: Dataset | None) -> Dataset:
@@ -382,35 +372,36 @@ def _run_dataset(sae: Sae, dataset: Dataset | None) -> Dataset:
     return latest.dataset
 
 
+def _imported_params(layout: Layout) -> DashboardParams:
+    """What the files' dashboards amount to in a computed run's terms, for the run to record."""
+    return DashboardParams(
+        top_k=layout.n_top, context_before=layout.focus, context_after=layout.window - layout.focus - 1,
+        n_intervals=layout.n_intervals, examples_per_interval=layout.per_interval, act_hist_bins=layout.act_hist_bins,
+        logit_hist_bins=layout.logit_hist_bins, logit_tokens=layout.logit_tokens, neighbours=layout.neighbours,
+    )
+
+
 def sae_dashboards_import(*, sae: Sae, files: Sequence[Path], dataset: Dataset | None = None) -> DashboardRun:
     """Read and check every file first, then write one run with all its features and publish it, atomically.
 
     dataset: what the run records as its dataset; by default the one of the SAE's latest run.
     """
     features = saedashboard_files_read(sae=sae, files=files)
-    shape = _shape(features)
-    arrays = _Arrays(shape, sae.d_sae)
+    layout = _layout(features)
+    arrays = _Arrays(layout, sae.d_sae)
     for feature in features:
         arrays.fill(feature)
     packed = arrays.pack()
     run_dataset = _run_dataset(sae, dataset)
     first = features[0]
     with transaction.atomic():
+        # Locked before the run's row refers to it, as publishing locks it: two imports then wait for each other
+        # instead of deadlocking on the lock each one's new run takes.
         locked = Sae.objects.select_for_update().get(pk=sae.pk)
         run = DashboardRun.objects.create(
-            sae=locked, dataset=run_dataset, n_sequences=first.n_prompts, top_k=shape.n_top,
-            context_before=shape.focus, context_after=shape.window - shape.focus - 1,
+            sae=locked, dataset=run_dataset, n_sequences=first.n_prompts, params=_imported_params(layout).as_json(),
             tokens_total=first.n_prompts * first.n_tokens_in_prompt, device=IMPORTED_DEVICE, started=timezone.now(),
         )
-        Feature.objects.bulk_create(
-            (Feature(run=run, index=index, frac_nonzero=float(arrays.frac_nonzero[index]),
-                     max_act=float(arrays.max_act[index]), dashboard=packed[index].tobytes())
-             for index in range(sae.d_sae)),
-            batch_size=COPY_CHUNK_FEATURES,
-        )
-        previous = run_mark_published(sae=locked, run=run, n_features=sae.d_sae)
-        if previous is not None:
-            Feature.objects.filter(run_id=previous).delete()
-        DashboardRun.objects.filter(pk=run.pk).update(phase=IMPORTED_PHASE)
+        run_features_publish(run=run, features=[packed], phase=IMPORTED_PHASE)
     run.refresh_from_db()
     return run

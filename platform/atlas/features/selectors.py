@@ -17,7 +17,7 @@ from django.db.models import Count, Model, Q, QuerySet
 from atlas.datasets.models import Dataset
 from atlas.errors import NotFound
 from atlas.explanations.models import Explanation
-from atlas.explanations.selectors import explanation_payload, explanations_matching, feature_explanations
+from atlas.explanations.selectors import explanations_matching, feature_explanations
 from atlas.features.models import Feature
 from atlas.features.packing import StoredDashboard, StoredExample, dashboard_unpack
 from atlas.lms.models import LanguageModel
@@ -200,47 +200,6 @@ def _feature_view(sae: Sae, feature: Feature, vocabulary: tuple[str, ...],
         neighbours=list(zip(stored.neighbour_ids, stored.neighbour_cosines, strict=True)),
         explanations=explanations,
     )
-
-
-def _activation_payload(example: ExampleView) -> dict[str, Any]:
-    return {
-        "tokens": example.tokens,
-        "values": example.values,
-        "maxValue": example.max_value,
-        "maxValueTokenIndex": example.max_value_token_index,
-        "minValue": min(example.values, default=0.0),
-        # Neuronpedia marks top examples with bin -1; interval examples carry their interval.
-        "binMin": -1 if example.is_top else example.bin_min,
-        "binMax": -1 if example.is_top else example.bin_max,
-        "binContains": -1 if example.is_top else example.bin_contains,
-        "qualifyingTokenIndex": example.focus,
-    }
-
-
-def feature_payload(view: FeatureView) -> dict[str, Any]:
-    """The feature in Neuronpedia's field names, so existing clients read it unchanged."""
-    feature, sae = view.feature, view.sae
-    return {
-        "modelId": sae.language_model.slug,
-        "layer": sae.slug,
-        "index": feature.index,
-        "hookName": sae.hook_name,
-        "maxActApprox": feature.max_act,
-        "frac_nonzero": feature.frac_nonzero,
-        "pos_str": [token for token, _ in view.pos_logits],
-        "pos_values": [value for _, value in view.pos_logits],
-        "neg_str": [token for token, _ in view.neg_logits],
-        "neg_values": [value for _, value in view.neg_logits],
-        "freq_hist_data_bar_heights": view.act_hist.heights,
-        "freq_hist_data_bar_values": view.act_hist.centers,
-        "logits_hist_data_bar_heights": view.logit_hist.heights,
-        "logits_hist_data_bar_values": view.logit_hist.centers,
-        "activations": [_activation_payload(example) for example in view.top + view.intervals],
-        # Neuronpedia's names for the nearest features by decoder cosine similarity (self excluded here).
-        "topkCosSimIndices": [index for index, _ in view.neighbours],
-        "topkCosSimValues": [cosine for _, cosine in view.neighbours],
-        "explanations": [explanation_payload(explanation) for explanation in view.explanations],
-    }
 
 
 class FeatureSort(StrEnum):

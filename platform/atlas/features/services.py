@@ -1,6 +1,11 @@
-"""Writing a run's results: every feature by binary COPY in one transaction that also publishes the run."""
+"""Writing a run's results: every feature by binary COPY in one transaction that also publishes the run.
 
-from collections.abc import Iterator
+Both writers of results end here: a computed run (run_results_publish, from the worker's merge) and an import
+of SAEDashboard's files (atlas.features.saedashboard_import), which hands over features already packed.
+"""
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +33,24 @@ _COPY_TRAILER = b"\xff\xff"
 
 class DashboardsShapeError(ValueError):
     """Result arrays that disagree on the number of features; nothing is written."""
+
+
+@dataclass(frozen=True)
+class PackedFeatures:
+    """Consecutive features of a run, ready to write: feature start + i is row i."""
+
+    start: int
+    frac_nonzero: npt.NDArray[np.floating[Any]]  # [F]
+    max_act: npt.NDArray[np.floating[Any]]  # [F]
+    dashboards: npt.NDArray[np.void]  # [F] blobs of one layout (atlas.features.packing)
+
+    def __len__(self) -> int:
+        return len(self.dashboards)
+
+    def part(self, start: int, stop: int) -> "PackedFeatures":
+        """Rows start..stop of these, as features self.start + start on."""
+        rows = slice(start, stop)
+        return PackedFeatures(self.start + start, self.frac_nonzero[rows], self.max_act[rows], self.dashboards[rows])
 
 
 def _slots(examples: Examples, start: int, stop: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
@@ -68,31 +91,38 @@ def _dashboards_pack(dashboards: FeatureDashboards, start: int, stop: int, focus
     )
 
 
-def _copy_rows(run: DashboardRun, dashboards: FeatureDashboards, start: int, stop: int) -> npt.NDArray[np.void]:
-    """Features start..stop as binary COPY tuples: field count, then each field's length and big-endian value."""
-    packed = _dashboards_pack(dashboards, start, stop, run.context_before)
-    fields: dict[str, np.dtype[Any]] = {**_COPY_SCALARS, "dashboard": packed.dtype}
+def _dashboards_packed(dashboards: FeatureDashboards, focus: int) -> Iterator[PackedFeatures]:
+    """The computed features packed COPY_CHUNK_FEATURES at a time, as they are written: memory stays flat."""
+    n_features = dashboards.frac_nonzero.shape[0]
+    for start in range(0, n_features, COPY_CHUNK_FEATURES):
+        stop = min(start + COPY_CHUNK_FEATURES, n_features)
+        yield PackedFeatures(start, dashboards.frac_nonzero[start:stop], dashboards.max_act[start:stop],
+                             _dashboards_pack(dashboards, start, stop, focus))
+
+
+def _copy_rows(run_id: int, features: PackedFeatures) -> npt.NDArray[np.void]:
+    """Features as binary COPY tuples: field count, then each field's length and big-endian value."""
+    fields: dict[str, np.dtype[Any]] = {**_COPY_SCALARS, "dashboard": features.dashboards.dtype}
     framing: list[tuple[str, np.dtype[Any]]] = [("count", np.dtype(">i2"))]
     for name, kind in fields.items():
         framing += [(f"{name}_size", np.dtype(">i4")), (name, kind)]
-    rows = np.empty(stop - start, dtype=np.dtype(framing))
+    rows = np.empty(len(features), dtype=np.dtype(framing))
     rows["count"] = len(fields)
     for name, kind in fields.items():
         rows[f"{name}_size"] = kind.itemsize
-    rows["run"] = run.pk
-    rows["index"] = np.arange(start, stop)
-    rows["frac_nonzero"] = dashboards.frac_nonzero[start:stop]
-    rows["max_act"] = dashboards.max_act[start:stop]
-    rows["dashboard"] = packed
+    rows["run"] = run_id
+    rows["index"] = np.arange(features.start, features.start + len(features))
+    rows["frac_nonzero"] = features.frac_nonzero
+    rows["max_act"] = features.max_act
+    rows["dashboard"] = features.dashboards
     return rows
 
 
-def _copy_blocks(run: DashboardRun, dashboards: FeatureDashboards) -> Iterator[bytes]:
-    n_features = dashboards.frac_nonzero.shape[0]
-    yield _COPY_SIGNATURE
-    for start in range(0, n_features, COPY_CHUNK_FEATURES):
-        yield _copy_rows(run, dashboards, start, min(start + COPY_CHUNK_FEATURES, n_features)).tobytes()
-    yield _COPY_TRAILER
+def _copy_chunks(features: Iterable[PackedFeatures]) -> Iterator[PackedFeatures]:
+    """At most COPY_CHUNK_FEATURES rows at a time, however large the blocks handed over."""
+    for block in features:
+        for start in range(0, len(block), COPY_CHUNK_FEATURES):
+            yield block.part(start, min(start + COPY_CHUNK_FEATURES, len(block)))
 
 
 def _copy_statement() -> sql.Composed:
@@ -103,10 +133,16 @@ def _copy_statement() -> sql.Composed:
     )
 
 
-def _features_copy(run: DashboardRun, dashboards: FeatureDashboards) -> None:
+def _features_copy(run: DashboardRun, features: Iterable[PackedFeatures]) -> int:
+    """COPY every feature into the run's rows; returns how many there were."""
+    n_features = 0
     with connection.cursor() as cursor, cursor.cursor.copy(_copy_statement()) as copy:
-        for block in _copy_blocks(run, dashboards):
-            copy.write(block)
+        copy.write(_COPY_SIGNATURE)
+        for chunk in _copy_chunks(features):
+            copy.write(_copy_rows(run.pk, chunk).tobytes())
+            n_features += len(chunk)
+        copy.write(_COPY_TRAILER)
+    return n_features
 
 
 def _dashboards_check(dashboards: FeatureDashboards) -> None:
@@ -120,24 +156,29 @@ def _dashboards_check(dashboards: FeatureDashboards) -> None:
 
 
 def run_results_publish(*, run: DashboardRun, dashboards: FeatureDashboards) -> None:
-    """Store every feature of the run and make it the SAE's published run, atomically.
+    """Store every feature a run computed and make it the SAE's published run, atomically (run_features_publish)."""
+    _dashboards_check(dashboards)
+    run_features_publish(run=run, features=_dashboards_packed(dashboards, focus=run.dashboard_params.context_before))
+
+
+def run_features_publish(*, run: DashboardRun, features: Iterable[PackedFeatures], phase: str = "done") -> None:
+    """Store packed features as the run's rows and make it the SAE's published run, atomically; the previous
+    published run's rows go in the same transaction.
 
     Readers follow sae.published_run, so they see the previous run's features or all of these; a crash
     (of this process or of Postgres) before the commit leaves no row of this run behind.
     """
-    _dashboards_check(dashboards)
-    n_features = dashboards.frac_nonzero.shape[0]
     with transaction.atomic():
         sae = Sae.objects.select_for_update().get(pk=run.sae_id)
         # A redelivered task may publish a run whose rows were already committed: start clean.
         Feature.objects.filter(run=run).delete()
-        _features_copy(run, dashboards)
-        previous = run_mark_published(sae=sae, run=run, n_features=n_features)
+        n_features = _features_copy(run, features)
+        previous = run_mark_published(sae=sae, run=run, n_features=n_features, phase=phase)
         if previous is not None:
             Feature.objects.filter(run_id=previous).delete()
 
 
-def run_mark_published(*, sae: Sae, run: DashboardRun, n_features: int) -> int | None:
+def run_mark_published(*, sae: Sae, run: DashboardRun, n_features: int, phase: str = "done") -> int | None:
     """Make run the SAE's published run and mark it done; returns the run it replaced, whose rows must go.
 
     Call it inside the transaction that wrote the run's rows, with the SAE row locked.
@@ -149,7 +190,7 @@ def run_mark_published(*, sae: Sae, run: DashboardRun, n_features: int) -> int |
     DashboardRun.objects.filter(pk=run.pk).update(
         status=DashboardRun.Status.SUCCEEDED,
         finished=timezone.now(),
-        phase="done",
+        phase=phase,
         error="",
         progress_done=n_features,
         progress_total=n_features,

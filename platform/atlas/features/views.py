@@ -8,8 +8,8 @@ from atlas.datasets.selectors import datasets_list
 from atlas.errors import NotFound
 from atlas.explanations.forms import ExplanationForm
 from atlas.explanations.selectors import feature_explanations
-from atlas.features.api import SEARCH_RESULTS_DEFAULT, SEARCH_RESULTS_MAX
 from atlas.features.forms import FeatureListForm
+from atlas.features.schemas import SEARCH_RESULTS_DEFAULT, SEARCH_RESULTS_MAX
 from atlas.features.selectors import (
     FeatureSort,
     feature_detail,

@@ -1,11 +1,41 @@
-"""Uploading an SAE by API: the upload form's fields as multipart/form-data, authenticated by x-api-key."""
+"""JSON API for SAEs: uploading one (the upload form's fields as multipart/form-data, by x-api-key), and following
+a dashboard run's progress."""
 
-from django.http import HttpRequest, JsonResponse
+from typing import Annotated, Any
+
+from django import forms
+from django.http import HttpRequest
 from django.urls import reverse
+from ninja import Path, Router, Status
 
-from atlas.jsonapi import ApiError, api_endpoint, api_user
+from atlas.accounts.auth import ApiKeyAuth, ApiKeyRequest
+from atlas.jsonapi import ApiError, error_responses
 from atlas.saes.forms import SaeUploadForm
+from atlas.saes.schemas import RunOut, UploadOut
+from atlas.saes.selectors import run_get
 from atlas.saes.services import SaeUploadError, sae_upload
+
+router = Router(tags=["saes"], by_alias=True)
+
+
+def _form_field_schema(field: forms.Field) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", "description": str(field.help_text or field.label or "")}
+    if isinstance(field, forms.FileField):
+        schema["format"] = "binary"
+    if isinstance(field, forms.IntegerField):
+        schema["type"] = "integer"
+        schema |= {key: value for key, value in (("minimum", field.min_value), ("maximum", field.max_value))
+                   if value is not None}
+    return schema
+
+
+def _form_request_body(form: type[forms.Form]) -> dict[str, Any]:
+    """The form's fields as the OpenAPI multipart request body, so the document follows the form (which validates
+    the upload, as it does on the page)."""
+    fields = form.base_fields
+    schema = {"type": "object", "required": [name for name, field in fields.items() if field.required],
+              "properties": {name: _form_field_schema(field) for name, field in fields.items()}}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
 
 def _form_problem(form: SaeUploadForm) -> str:
@@ -16,26 +46,25 @@ def _form_problem(form: SaeUploadForm) -> str:
     )
 
 
-@api_endpoint(("POST",))
-def upload(request: HttpRequest) -> JsonResponse:
-    """POST multipart: the /upload/ page's fields and files. 201 with the SAE and its run, or a JSON 4xx."""
-    user = api_user(request)
+@router.post("/upload", auth=ApiKeyAuth(), url_name="api-upload", response={201: UploadOut, **error_responses(401)},
+             openapi_extra=_form_request_body(SaeUploadForm))
+def upload(request: ApiKeyRequest) -> Status[UploadOut]:
+    """Upload an SAE (needs an x-api-key): the /upload/ page's fields and files; queues its dashboard run.
+    A bad upload is a 400 `bad_upload` whose message names the field and the problem."""
     form = SaeUploadForm(request.POST, request.FILES)
     if not form.is_valid():
         raise ApiError(400, "bad_upload", _form_problem(form))
     try:
-        sae = sae_upload(uploaded_by=user, **form.service_arguments())
+        sae = sae_upload(uploaded_by=request.auth, **form.service_arguments())
     except SaeUploadError as error:
         message = f"{error.field}: {error.message}" if error.field else error.message
         raise ApiError(400, "bad_upload", message) from error
     run = sae.runs.latest("created")
-    return JsonResponse(
-        {
-            "modelId": sae.language_model.slug,
-            "layer": sae.slug,
-            "runId": run.pk,
-            "run": reverse("api-run", kwargs={"run_id": run.pk}),
-            "url": reverse("sae", kwargs={"model_id": sae.language_model.slug, "sae_id": sae.slug}),
-        },
-        status=201,
-    )
+    page_url = reverse("sae", kwargs={"model_id": sae.language_model.slug, "sae_id": sae.slug})
+    return Status(201, UploadOut.from_sae(sae, run, run_url=reverse("api-run", args=[run.pk]), page_url=page_url))
+
+
+@router.get("/runs/{int:runId}", url_name="api-run", response={200: RunOut, **error_responses(404)})
+def run_status(request: HttpRequest, run_id: Annotated[int, Path(alias="runId")]) -> RunOut:
+    """A dashboard run's status and progress, and each shard's; its quality metrics once computed."""
+    return RunOut.from_run(run_get(run_id))

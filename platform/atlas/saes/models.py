@@ -7,6 +7,7 @@ from django.db import models
 
 from atlas.datasets.models import Dataset
 from atlas.lms.models import LanguageModel
+from workers.compute.params import DashboardParams
 
 
 class TaskStatus(models.TextChoices):
@@ -55,17 +56,15 @@ class DashboardRun(models.Model):
     sae = models.ForeignKey(Sae, on_delete=models.CASCADE, related_name="runs")
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="runs")
     n_sequences = models.PositiveIntegerField()
-    top_k = models.PositiveSmallIntegerField()
-    context_before = models.PositiveSmallIntegerField()
-    context_after = models.PositiveSmallIntegerField()
+    # Every DashboardParams field (DashboardParams.as_json): the worker computes with these, never with today's
+    # defaults, so a run queued before a default changes still finishes as it started.
+    params = models.JSONField()
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     error = models.TextField(blank=True)
     phase = models.CharField(max_length=50, blank=True)
     progress_done = models.BigIntegerField(default=0)
     progress_total = models.BigIntegerField(default=0)
     tokens_total = models.BigIntegerField()
-    # Sequences per model batch: shards start on batch boundaries, so every shard must use the same.
-    batch_size = models.PositiveIntegerField(default=8)
     # Set once, when the last shard finishes, so that the merge is queued exactly once.
     merge_queued = models.BooleanField(default=False)
     device = models.CharField(max_length=50, blank=True)
@@ -87,6 +86,10 @@ class DashboardRun(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in {self.Status.SUCCEEDED, self.Status.FAILED}
+
+    @property
+    def dashboard_params(self) -> DashboardParams:
+        return DashboardParams.from_json(self.params)
 
 
 class DashboardShard(models.Model):

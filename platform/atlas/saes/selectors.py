@@ -1,28 +1,13 @@
 """Reads of SAEs and their runs: lookups by address, listings, run progress and quality metrics."""
 
 from dataclasses import dataclass
-from typing import Any
 
 from atlas.errors import NotFound
 from atlas.lms.models import LanguageModel
-from atlas.saes.models import DashboardRun, RunMetrics, Sae
+from atlas.saes.models import DashboardRun, DashboardShard, RunMetrics, Sae
 
 # A feature active on more than this share of the run's tokens is dense (Neuronpedia's and SAELens's 10%).
 DENSE_FEATURE_FRACTION = 0.1
-# Our field names and the API's, in the order the page lists them.
-METRIC_API_NAMES = {
-    "l0": "l0",
-    "explained_variance": "explainedVariance",
-    "mse": "mse",
-    "cosine_similarity": "cosineSimilarity",
-    "ce_loss_score": "ceLossScore",
-    "ce_loss_clean": "ceLossClean",
-    "ce_loss_with_sae": "ceLossWithSae",
-    "ce_loss_zero_ablation": "ceLossZeroAblation",
-    "kl_div_score": "klDivScore",
-    "kl_div_with_sae": "klDivWithSae",
-    "kl_div_zero_ablation": "klDivZeroAblation",
-}
 
 
 @dataclass(frozen=True)
@@ -59,22 +44,6 @@ def sae_metrics_view(sae: Sae) -> RunMetricsView | None:
     """The metrics of the run whose dashboards the SAE's pages show, or of its newest run before any is published."""
     run = sae.published_run or sae.runs.order_by("-created").first()
     return None if run is None else run_metrics_view(run)
-
-
-def run_metrics_payload(run: DashboardRun) -> dict[str, Any]:
-    """The run's metrics under camelCase names, as Neuronpedia's API writes its fields; null until known."""
-    view = run_metrics_view(run)
-    metrics, counts = view.metrics, view.feature_counts
-    return {
-        "status": metrics.status if metrics else None,
-        "error": metrics.error if metrics else "",
-        "sequences": metrics.n_sequences if metrics else None,
-        "tokens": metrics.n_tokens if metrics else None,
-        **{api_name: getattr(metrics, name) if metrics else None for name, api_name in METRIC_API_NAMES.items()},
-        "deadFeatures": counts.dead if counts else None,
-        "denseFeatures": counts.dense if counts else None,
-        "denseThreshold": DENSE_FEATURE_FRACTION,
-    }
 
 
 def sae_get(model_slug: str, sae_slug: str) -> Sae:
@@ -119,31 +88,5 @@ def run_get(run_id: int) -> DashboardRun:
     return run
 
 
-def run_payload(run: DashboardRun) -> dict[str, Any]:
-    return {
-        "id": run.pk,
-        "status": run.status,
-        "phase": run.phase,
-        "progressDone": run.progress_done,
-        "progressTotal": run.progress_total,
-        "tokensTotal": run.tokens_total,
-        "device": run.device,
-        "error": run.error,
-        "created": run.created.isoformat(),
-        "started": run.started.isoformat() if run.started else None,
-        "finished": run.finished.isoformat() if run.finished else None,
-        "shards": [
-            {
-                "index": shard.index,
-                "firstSequence": shard.first_seq,
-                "sequences": shard.n_seqs,
-                "status": shard.status,
-                "attempts": shard.attempts,
-                "progressDone": shard.progress_done,
-                "device": shard.device,
-                "error": shard.error,
-            }
-            for shard in run.shards.order_by("index")
-        ],
-        "metrics": run_metrics_payload(run),
-    }
+def run_shards(run: DashboardRun) -> list[DashboardShard]:
+    return list(run.shards.order_by("index"))

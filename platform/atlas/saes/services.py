@@ -1,30 +1,42 @@
-"""Writes for SAEs: check and store an upload, then queue its dashboard run on the GPU queue."""
+"""Writes for SAEs: store an upload and queue its run, then record how the run's shards, merge and metrics go."""
 
 from __future__ import annotations
 
-import re
+import math
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files import File
 from django.db import IntegrityError, transaction
+from django.db.models import Sum
+from django.utils import timezone
 
 from atlas.celery import app as celery_app
 from atlas.datasets.models import Dataset
 from atlas.lms.models import LanguageModel
 from atlas.saes.archives import ArchiveError, sae_archive_unpack
 from atlas.saes.models import DashboardRun, DashboardShard, RunMetrics, Sae
+from workers.compute.hooks import hook_layer
+from workers.compute.metric_results import SaeMetrics
 from workers.compute.params import DashboardParams
-from workers.compute.sae import CFG_FILENAME, WEIGHTS_FILENAME, SaeConfig, SaeFormatError, sae_check
+from workers.compute.sae_files import (
+    CFG_FILENAME,
+    DICTIONARY_LEARNING_CONFIG_FILENAME,
+    DICTIONARY_LEARNING_WEIGHTS_FILENAME,
+    WEIGHTS_FILENAME,
+    SaeConfig,
+    SaeFormatError,
+    sae_files_check,
+)
 from workers.compute.sae_release import sae_release_fetch
 
 SHARD_TASK = "workers.tasks.dashboard_shard_execute"
 METRICS_TASK = "workers.tasks.dashboard_run_metrics"
-_LAYER = re.compile(r"blocks\.(\d+)\.")
+MERGE_TASK = "workers.tasks.dashboard_run_merge"
 # Neuronpedia's short names for where an SAE reads, as in its ids ("6-res-jb", "8-att-kk").
 _HOOK_KIND = {
     "hook_resid_post": "res",
@@ -56,10 +68,10 @@ class RunParams:
 
 # The form field each file of an SAE belongs to, so a problem with a file is shown beside it.
 _FIELD_OF_FILE = {
-    "cfg.json": "cfg_file",
-    "config.json": "cfg_file",
-    "sae_weights.safetensors": "weights_file",
-    "ae.pt": "weights_file",
+    CFG_FILENAME: "cfg_file",
+    DICTIONARY_LEARNING_CONFIG_FILENAME: "cfg_file",
+    WEIGHTS_FILENAME: "weights_file",
+    DICTIONARY_LEARNING_WEIGHTS_FILENAME: "weights_file",
 }
 
 
@@ -107,16 +119,18 @@ def _stage_files(
             "Upload cfg.json and sae_weights.safetensors (SAELens), or config.json and ae.pt (dictionary_learning), "
             "or one .zip / .tar.gz of the SAE directory."
         )
-    cfg_name, weights_name = ("config.json", "ae.pt") if _is_dictionary_learning(weights_file) else (
-        "cfg.json", "sae_weights.safetensors"
+    cfg_name, weights_name = (
+        (DICTIONARY_LEARNING_CONFIG_FILENAME, DICTIONARY_LEARNING_WEIGHTS_FILENAME)
+        if _is_dictionary_learning(weights_file) else (CFG_FILENAME, WEIGHTS_FILENAME)
     )
     _save_upload(cfg_file, staging / cfg_name, "cfg_file")
     _save_upload(weights_file, staging / weights_name, "weights_file")
 
 
 def _checked_config(staging: Path) -> SaeConfig:
+    """Every check of the files, values included, made here without torch: the web process never imports it."""
     try:
-        return sae_check(staging)
+        return sae_files_check(staging)
     except SaeFormatError as error:
         raise SaeUploadError(str(error), _FIELD_OF_FILE.get(error.filename or "")) from error
 
@@ -142,13 +156,8 @@ def _duplicate_id(language_model: LanguageModel, slug: str) -> SaeUploadError:
     return SaeUploadError(f"{language_model.slug} already has an SAE '{slug}'; choose another id.", "slug")
 
 
-def _hook_layer(hook_name: str) -> int | None:
-    match = _LAYER.search(hook_name)
-    return int(match.group(1)) if match else None
-
-
 def sae_default_slug(hook_name: str, d_sae: int) -> str:
-    layer = _hook_layer(hook_name)
+    layer = hook_layer(hook_name)
     kind = _HOOK_KIND.get(hook_name.rsplit(".", 1)[-1], "sae")
     return f"{'x' if layer is None else layer}-{kind}-{d_sae}"
 
@@ -179,21 +188,24 @@ def dashboard_run_create(*, sae: Sae, dataset: Dataset, params: RunParams) -> Da
     """Record a run, its shards and its metrics, and queue their tasks on the GPU queue once the transaction
     commits: the shards first, as the dashboards are what the SAE's pages wait for."""
     n_sequences = params.n_sequences or dataset.n_sequences
+    dashboard_params = DashboardParams(
+        top_k=params.top_k,
+        context_before=params.context_before,
+        context_after=params.context_after,
+        batch_size=settings.ATLAS_RUN_BATCH_SIZE,
+    )
     run = DashboardRun.objects.create(
         sae=sae,
         dataset=dataset,
         n_sequences=n_sequences,
-        top_k=params.top_k,
-        context_before=params.context_before,
-        context_after=params.context_after,
+        params=dashboard_params.as_json(),
         tokens_total=n_sequences * dataset.context_length,
         progress_total=n_sequences * dataset.context_length,
-        batch_size=settings.ATLAS_RUN_BATCH_SIZE,
     )
     shards = DashboardShard.objects.bulk_create(
         DashboardShard(run=run, index=index, first_seq=first, n_seqs=count)
         for index, (first, count) in enumerate(
-            shard_ranges(n_sequences, settings.ATLAS_SHARD_SEQUENCES, settings.ATLAS_RUN_BATCH_SIZE)
+            shard_ranges(n_sequences, settings.ATLAS_SHARD_SEQUENCES, dashboard_params.batch_size)
         )
     )
     RunMetrics.objects.create(run=run)
@@ -262,7 +274,7 @@ def _sae_store(
                 language_model=language_model,
                 slug=slug,
                 hook_name=hook,
-                layer=_hook_layer(hook),
+                layer=hook_layer(hook),
                 architecture=config.architecture,
                 d_in=config.d_in,
                 d_sae=config.d_sae,
@@ -318,3 +330,109 @@ def sae_release_add(
             )
     finally:
         shutil.rmtree(fetched, ignore_errors=True)
+
+
+# How a run goes, as its worker steps (workers.runs) report it. Each write can be repeated without harm: tasks are
+# acknowledged late, so any step may run twice.
+
+
+def shard_start(*, shard: DashboardShard, device: str) -> int:
+    """Record another try at the shard on device, and its run as running if it was still queued; returns the
+    try's number (a redelivery after a worker died counts as a try too)."""
+    attempt = shard.attempts + 1
+    with transaction.atomic():
+        DashboardShard.objects.filter(pk=shard.pk).update(
+            status=DashboardShard.Status.RUNNING, attempts=attempt, device=device
+        )
+        DashboardRun.objects.filter(pk=shard.run_id, status=DashboardRun.Status.QUEUED).update(
+            status=DashboardRun.Status.RUNNING, started=timezone.now(), device=device
+        )
+    return attempt
+
+
+def shard_progress_write(*, shard: DashboardShard, phase: str, done: int) -> None:
+    """The shard's tokens done, and the run's: the sum over its shards, so the run's bar covers them all."""
+    DashboardShard.objects.filter(pk=shard.pk).update(progress_done=done)
+    done_in_run = DashboardShard.objects.filter(run_id=shard.run_id).aggregate(done=Sum("progress_done"))["done"]
+    # Once the merge is queued the run's bar is the merge's, which a slow shard's last report must not undo.
+    DashboardRun.objects.filter(pk=shard.run_id, merge_queued=False).update(
+        phase=phase, progress_done=done_in_run or 0, progress_total=shard.run.tokens_total
+    )
+
+
+def shard_succeed(*, shard: DashboardShard) -> None:
+    """Mark the shard done with all of its tokens counted, then queue the merge if it was the last."""
+    DashboardShard.objects.filter(pk=shard.pk).update(
+        status=DashboardShard.Status.SUCCEEDED, progress_done=shard.n_seqs * shard.run.dataset.context_length,
+        error="",
+    )
+    dashboard_run_merge_queue(run_id=shard.run_id)
+
+
+def shard_requeue(*, shard: DashboardShard, message: str) -> None:
+    """A try failed and another will follow: the shard waits again, showing why the last one failed."""
+    DashboardShard.objects.filter(pk=shard.pk).update(status=DashboardShard.Status.QUEUED, error=message)
+
+
+def shard_fail(*, shard: DashboardShard, message: str) -> None:
+    """The shard failed for good, and with it the run."""
+    with transaction.atomic():
+        DashboardShard.objects.filter(pk=shard.pk).update(status=DashboardShard.Status.FAILED, error=message)
+        dashboard_run_fail(run_id=shard.run_id, message=message)
+
+
+def dashboard_run_fail(*, run_id: int, message: str) -> None:
+    """Fail the run with message, unless it has already succeeded (a late shard cannot undo a publish)."""
+    DashboardRun.objects.filter(pk=run_id).exclude(status=DashboardRun.Status.SUCCEEDED).update(
+        status=DashboardRun.Status.FAILED, error=message, finished=timezone.now()
+    )
+
+
+def dashboard_run_progress_write(*, run_id: int, phase: str, done: int, total: int) -> None:
+    DashboardRun.objects.filter(pk=run_id).update(phase=phase, progress_done=done, progress_total=total)
+
+
+def dashboard_run_merge_queue(*, run_id: int, again: bool = False) -> None:
+    """Queue the merge once every shard has succeeded, exactly once: the run's row is locked while it is decided,
+    so two shards finishing together cannot both queue it. `again` queues it even if it was queued before, for a
+    finished shard delivered again (its worker may have died before the merge task was sent)."""
+    with transaction.atomic():
+        run = DashboardRun.objects.select_for_update().get(pk=run_id)
+        if run.is_finished or (run.merge_queued and not again):
+            return
+        if run.shards.exclude(status=DashboardShard.Status.SUCCEEDED).exists():
+            return
+        run.merge_queued = True
+        run.save(update_fields=["merge_queued"])
+        queue = settings.ATLAS_GPU_QUEUE
+        transaction.on_commit(lambda: celery_app.send_task(MERGE_TASK, args=[run_id], queue=queue))
+
+
+def run_metrics_start(*, run: DashboardRun, attempt: int, device: str) -> RunMetrics | None:
+    """Record a try at the run's metrics on device; None when they are already computed."""
+    metrics, _ = RunMetrics.objects.get_or_create(run=run)
+    if metrics.status == RunMetrics.Status.SUCCEEDED:
+        return None
+    RunMetrics.objects.filter(pk=metrics.pk).update(status=RunMetrics.Status.RUNNING, attempts=attempt, device=device)
+    return metrics
+
+
+def run_metrics_store(*, metrics: RunMetrics, computed: SaeMetrics) -> None:
+    # A score whose denominator is zero is NaN, which JSON cannot carry: it is stored as unknown.
+    values = {name: None if isinstance(value, float) and not math.isfinite(value) else value
+              for name, value in asdict(computed).items()}
+    RunMetrics.objects.filter(pk=metrics.pk).update(
+        status=RunMetrics.Status.SUCCEEDED, error="", finished=timezone.now(), **values
+    )
+
+
+def run_metrics_requeue(*, metrics: RunMetrics, message: str) -> None:
+    """A try failed and another will follow."""
+    RunMetrics.objects.filter(pk=metrics.pk).update(status=RunMetrics.Status.QUEUED, error=message)
+
+
+def run_metrics_fail(*, metrics: RunMetrics, message: str) -> None:
+    """The metrics failed for good; the dashboards go on regardless, and the SAE page shows the message."""
+    RunMetrics.objects.filter(pk=metrics.pk).update(
+        status=RunMetrics.Status.FAILED, error=message, finished=timezone.now()
+    )

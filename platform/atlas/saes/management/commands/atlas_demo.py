@@ -24,6 +24,7 @@ from atlas.saes.forms import SaeUploadForm
 from atlas.saes.models import DashboardRun, Sae
 from atlas.saes.services import SaeUploadError, sae_upload
 from workers.compute.corpus import documents_from_txt, shakespeare_text
+from workers.compute.sae_files import CFG_FILENAME, WEIGHTS_FILENAME
 
 DEMO_USER = "demo"
 DEMO_DATASET = "shakespeare-heldout-128"
@@ -96,10 +97,8 @@ class Command(BaseCommand):
             return existing
         self._step("Uploading the demo SAE through the upload form")
         files: MultiValueDict[str, UploadedFile[Any]] = MultiValueDict({
-            "cfg_file": [SimpleUploadedFile("cfg.json", (DEMO_SAE_DIR / "cfg.json").read_bytes())],
-            "weights_file": [
-                SimpleUploadedFile("sae_weights.safetensors", (DEMO_SAE_DIR / "sae_weights.safetensors").read_bytes())
-            ],
+            "cfg_file": [SimpleUploadedFile(CFG_FILENAME, (DEMO_SAE_DIR / CFG_FILENAME).read_bytes())],
+            "weights_file": [SimpleUploadedFile(WEIGHTS_FILENAME, (DEMO_SAE_DIR / WEIGHTS_FILENAME).read_bytes())],
         })
         form = SaeUploadForm(
             data={
@@ -107,9 +106,6 @@ class Command(BaseCommand):
                 "dataset": dataset.slug,
                 "slug": DEMO_SAE_SLUG,
                 "description": "Standard ReLU SAE trained by scripts/train_demo_sae.py on Shakespeare.",
-                "top_k": 20,
-                "context_before": 24,
-                "context_after": 8,
             },
             files=files,
         )

@@ -10,34 +10,31 @@ from django.test import Client
 
 from atlas.datasets.models import Dataset
 from atlas.datasets.selectors import dataset_tokens
-from atlas.lms.models import LanguageModel
-from atlas.saes import execution
-from atlas.saes.execution import TaskRetry, dashboard_run_execute, run_metrics_execute
 from atlas.saes.models import DashboardRun, RunMetrics
 from tests import factories
+from workers import runs
+from workers.attempts import RetryLater
 from workers.compute.language_model import ModelSource, load_language_model
 from workers.compute.metrics import sae_metrics
 from workers.compute.sae import sae_load
+from workers.runs import dashboard_run_execute, run_metrics_execute
 
 METRICS_SEQUENCES = 8
 
 
 @pytest.fixture
-def run(settings: Any, logged_in_client: Client, language_model: LanguageModel, dataset: Dataset,
-        sae_dir: Path) -> DashboardRun:
+def run(settings: Any, logged_in_client: Client, dataset: Dataset, sae_dir: Path) -> DashboardRun:
     settings.ATLAS_METRICS_SEQUENCES = METRICS_SEQUENCES
-    response = logged_in_client.post(
-        "/upload/", {**factories.upload_form_data(language_model, dataset), **factories.sae_upload_files(sae_dir)}
-    )
-    assert response.status_code == 302
-    return DashboardRun.objects.get()
+    sae = factories.sae_upload_post(logged_in_client, dataset, factories.sae_upload_files(sae_dir))
+    run: DashboardRun = sae.runs.get()
+    return run
 
 
 def _fail_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("the unembedding ran out of memory")
 
-    monkeypatch.setattr(execution, "sae_metrics", broken)
+    monkeypatch.setattr(runs, "sae_metrics", broken)
 
 
 def test_an_upload_records_metrics_to_compute(run: DashboardRun) -> None:
@@ -50,7 +47,8 @@ def test_the_worker_path_stores_the_metrics_of_the_first_sequences(run: Dashboar
     assert metrics.status == RunMetrics.Status.SUCCEEDED, metrics.error
     model = load_language_model(ModelSource(kind="hf_local", name_or_path=str(factories.tiny_model_dir())))
     tokens = dataset_tokens(run.dataset, METRICS_SEQUENCES)
-    expected = sae_metrics(model, sae_load(sae_dir), tokens, run.sae.hook_name, batch_size=run.batch_size)
+    expected = sae_metrics(model, sae_load(sae_dir), tokens, run.sae.hook_name,
+                           batch_size=run.dashboard_params.batch_size)
     assert metrics.n_sequences == METRICS_SEQUENCES and metrics.n_tokens == expected.n_tokens
     for name in ("l0", "explained_variance", "mse", "ce_loss_clean", "ce_loss_with_sae", "kl_div_zero_ablation"):
         assert getattr(metrics, name) == pytest.approx(getattr(expected, name), rel=1e-5), name
@@ -86,7 +84,7 @@ def test_the_page_and_the_api_show_the_metrics(run: DashboardRun) -> None:
 
 def test_a_metrics_failure_is_retried(run: DashboardRun, monkeypatch: pytest.MonkeyPatch) -> None:
     _fail_metrics(monkeypatch)
-    with pytest.raises(TaskRetry):
+    with pytest.raises(RetryLater):
         run_metrics_execute(run.pk, attempt=1)
     metrics = RunMetrics.objects.get(run=run)
     assert (metrics.status, metrics.attempts) == (RunMetrics.Status.QUEUED, 1)

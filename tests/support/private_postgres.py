@@ -49,9 +49,9 @@ class PrivatePostgres:
         }
 
     def ingest_process(self, database: str, redis_url: str, *arguments: str) -> subprocess.Popen[str]:
-        """tests.features.ingest_process against one of this server's databases."""
+        """tests.support.ingest_process against one of this server's databases."""
         return subprocess.Popen(
-            [sys.executable, "-m", "tests.features.ingest_process", *arguments], cwd=ROOT,
+            [sys.executable, "-m", "tests.support.ingest_process", *arguments], cwd=ROOT,
             env=self.process_env(database, redis_url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
 

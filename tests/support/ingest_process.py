@@ -1,9 +1,9 @@
 """A separate Django process against DATABASE_URL, for tests that restart or migrate a private Postgres.
 
-    python -m tests.features.ingest_process setup N      migrate; publish a first run of N features and
+    python -m tests.support.ingest_process setup N      migrate; publish a first run of N features and
                                                           create a second; prints their ids as JSON
-    python -m tests.features.ingest_process publish RUN N publish N synthetic features for RUN
-    python -m tests.features.ingest_process legacy        migrate to the row-per-example schema, store
+    python -m tests.support.ingest_process publish RUN N publish N synthetic features for RUN
+    python -m tests.support.ingest_process legacy        migrate to the row-per-example schema, store
                                                           LEGACY_FEATURE there, then migrate to the latest
 """
 
@@ -15,6 +15,7 @@ from typing import Any
 import django
 
 LEGACY_CONTEXT = (3, 1)  # context_before, context_after
+LEGACY_TOP_K = 2
 # One feature in the row-per-example schema (features 0001): a top example that starts at the sequence's
 # first token, and examples in intervals 4 and 1 of 5.
 LEGACY_FEATURE: dict[str, Any] = {
@@ -79,7 +80,7 @@ def _legacy() -> None:
         d_in=8, d_sae=8, files_dir="none",
     )
     run = apps.get_model("saes", "DashboardRun").objects.create(
-        sae=sae, dataset=dataset, n_sequences=4, top_k=2, context_before=LEGACY_CONTEXT[0],
+        sae=sae, dataset=dataset, n_sequences=4, top_k=LEGACY_TOP_K, context_before=LEGACY_CONTEXT[0],
         context_after=LEGACY_CONTEXT[1], tokens_total=256, status="succeeded",
     )
     feature = apps.get_model("features", "Feature").objects.create(run=run, **LEGACY_FEATURE)

@@ -1,0 +1,215 @@
+"""The JSON shapes of features: Neuronpedia's feature and activation fields, live activations of typed text, and
+the bodies the feature endpoints take."""
+
+from typing import Annotated, Self
+
+from django.conf import settings
+from pydantic import AfterValidator, AliasChoices, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
+
+from atlas.explanations.schemas import ExplanationOut
+from atlas.features.live import FeatureOnText, LiveActivations
+from atlas.features.selectors import ExampleView, FeatureView
+from atlas.jsonapi import FeatureIndex, Identifier, JsonInteger, RequestSchema, ResponseSchema
+from atlas.saes.models import Sae
+
+# A bound on one POST /api/features, so a single request cannot ask the server to decode a whole SAE.
+FEATURES_PER_REQUEST = 100
+# POST /api/search-all returns this many features unless numResults says otherwise, and never more than the max.
+SEARCH_RESULTS_DEFAULT = 20
+SEARCH_RESULTS_MAX = 100
+# Neuronpedia calls an SAE `source` in live requests and `layer` elsewhere; either is taken.
+SOURCE_NAMES = AliasChoices("source", "layer")
+
+
+def _live_text(text: str) -> str:
+    # The limit is read per request: it is a setting, which tests and deployments change.
+    limit = settings.ATLAS_LIVE_MAX_CHARACTERS
+    if not text.strip():
+        raise PydanticCustomError("text_empty", "is empty; type some words")
+    if len(text) > limit:
+        raise PydanticCustomError("text_too_long", "has {length} characters; send at most {limit}",
+                                  {"length": len(text), "limit": limit})
+    return text
+
+
+# Typed text for a live request: some non-blank character, within the server's limit.
+LiveText = Annotated[
+    str,
+    AfterValidator(_live_text),
+    Field(json_schema_extra={"minLength": 1, "maxLength": settings.ATLAS_LIVE_MAX_CHARACTERS, "pattern": r"\S"}),
+]
+def _default_if_null(wanted: object) -> object:
+    """Null asks for the default, as a field left out does."""
+    return SEARCH_RESULTS_DEFAULT if wanted is None else wanted
+
+
+ResultsWanted = Annotated[JsonInteger, BeforeValidator(_default_if_null)]
+
+
+class FeatureLookup(RequestSchema):
+    model_id: Identifier = Field(validation_alias="modelId")
+    layer: Identifier = Field(description="the SAE id, e.g. 5-res-demo")
+    index: FeatureIndex
+
+
+FeatureLookups = Annotated[list[FeatureLookup], Field(min_length=1, max_length=FEATURES_PER_REQUEST)]
+
+
+class FeaturesOffset(RequestSchema):
+    model_id: Identifier = Field(validation_alias="modelId")
+    layer: Identifier
+    offset: JsonInteger = Field(ge=0, description="the first index of the page")
+
+
+class LiveFeature(RequestSchema):
+    model_id: Identifier = Field(validation_alias="modelId")
+    source: Identifier = Field(validation_alias=SOURCE_NAMES, description="the SAE id; `layer` is taken too")
+    index: FeatureIndex
+
+
+class ActivationNew(RequestSchema):
+    feature: LiveFeature
+    custom_text: LiveText = Field(validation_alias="customText")
+
+
+class SearchAll(RequestSchema):
+    """One SAE by `source` (or `layer`), or every SAE of the model in `sourceSet` (ids ending in -<set>)."""
+
+    # The document says what the validator below checks: a body names one or the other.
+    model_config = ConfigDict(json_schema_extra={"anyOf": [{"required": ["source"]}, {"required": ["sourceSet"]}]})
+
+    model_id: Identifier = Field(validation_alias="modelId")
+    # Left out, not null, in the document: the validator below refuses a body naming neither.
+    source: Identifier | SkipJsonSchema[None] = Field(None, validation_alias=SOURCE_NAMES, description="one SAE")
+    source_set: Identifier | SkipJsonSchema[None] = Field(
+        None, validation_alias="sourceSet", description="every SAE of the model whose id ends in -<sourceSet>")
+    text: LiveText
+    num_results: ResultsWanted = Field(SEARCH_RESULTS_DEFAULT, ge=1, le=SEARCH_RESULTS_MAX,
+                                       validation_alias="numResults")
+
+    @model_validator(mode="after")
+    def _names_saes(self) -> Self:
+        if self.source is None and self.source_set is None:
+            raise PydanticCustomError("source_missing", "send 'source' (one SAE) or 'sourceSet' (SAEs named "
+                                                        "<layer>-<set>)")
+        return self
+
+
+class ActivationOut(ResponseSchema):
+    """One example: a window of tokens and the feature's value on each."""
+
+    tokens: list[str]
+    values: list[float]
+    max_value: float = Field(serialization_alias="maxValue")
+    max_value_token_index: int = Field(serialization_alias="maxValueTokenIndex")
+    min_value: float = Field(serialization_alias="minValue")
+    # Neuronpedia marks top examples with bin -1; interval examples carry their interval (binMin, binMax].
+    bin_min: float = Field(serialization_alias="binMin", description="-1 for top examples")
+    bin_max: float = Field(serialization_alias="binMax")
+    bin_contains: float = Field(serialization_alias="binContains",
+                                description="the share of active tokens in the interval; -1 for top examples")
+    qualifying_token_index: int = Field(serialization_alias="qualifyingTokenIndex",
+                                        description="the token the example was chosen for (top: its peak)")
+
+    @classmethod
+    def from_example(cls, example: ExampleView) -> Self:
+        return cls(
+            tokens=example.tokens,
+            values=example.values,
+            max_value=example.max_value,
+            max_value_token_index=example.max_value_token_index,
+            min_value=min(example.values, default=0.0),
+            bin_min=_bin_or_top(example.bin_min),
+            bin_max=_bin_or_top(example.bin_max),
+            bin_contains=_bin_or_top(example.bin_contains),
+            qualifying_token_index=example.focus,
+        )
+
+
+def _bin_or_top(value: float | None) -> float:
+    """A top example has no interval: Neuronpedia writes -1 in its interval's fields."""
+    return -1 if value is None else value
+
+
+class FeatureOut(ResponseSchema):
+    """A feature's dashboard in Neuronpedia's field names, so existing clients read it unchanged."""
+
+    model_id: str = Field(serialization_alias="modelId")
+    layer: str = Field(description="the SAE id")
+    index: int
+    hook_name: str = Field(serialization_alias="hookName")
+    max_act_approx: float = Field(serialization_alias="maxActApprox")
+    frac_nonzero: float = Field(description="the share of tokens the feature is active on")
+    pos_str: list[str] = Field(description="the tokens the feature's decoder direction promotes most")
+    pos_values: list[float]
+    neg_str: list[str] = Field(description="the tokens it suppresses most")
+    neg_values: list[float]
+    freq_hist_data_bar_heights: list[int]
+    freq_hist_data_bar_values: list[float] = Field(description="the activation histogram's bin centres")
+    logits_hist_data_bar_heights: list[int]
+    logits_hist_data_bar_values: list[float]
+    activations: list[ActivationOut] = Field(description="top examples, then interval examples, highest first")
+    topk_cos_sim_indices: list[int] = Field(serialization_alias="topkCosSimIndices",
+                                            description="the SAE's features with the most similar decoder "
+                                                        "directions (itself excluded)")
+    topk_cos_sim_values: list[float] = Field(serialization_alias="topkCosSimValues",
+                                             description="their decoder cosine similarities, descending")
+    explanations: list[ExplanationOut]
+
+    @classmethod
+    def from_view(cls, view: FeatureView) -> Self:
+        feature, sae = view.feature, view.sae
+        return cls(
+            model_id=sae.language_model.slug,
+            layer=sae.slug,
+            index=feature.index,
+            hook_name=sae.hook_name,
+            max_act_approx=feature.max_act,
+            frac_nonzero=feature.frac_nonzero,
+            pos_str=[token for token, _ in view.pos_logits],
+            pos_values=[value for _, value in view.pos_logits],
+            neg_str=[token for token, _ in view.neg_logits],
+            neg_values=[value for _, value in view.neg_logits],
+            freq_hist_data_bar_heights=view.act_hist.heights,
+            freq_hist_data_bar_values=view.act_hist.centers,
+            logits_hist_data_bar_heights=view.logit_hist.heights,
+            logits_hist_data_bar_values=view.logit_hist.centers,
+            activations=[ActivationOut.from_example(example) for example in view.top + view.intervals],
+            topk_cos_sim_indices=[index for index, _ in view.neighbours],
+            topk_cos_sim_values=[cosine for _, cosine in view.neighbours],
+            explanations=[ExplanationOut.from_explanation(explanation) for explanation in view.explanations],
+        )
+
+
+class TextActivationOut(ResponseSchema):
+    """A feature's activation on each token of typed text."""
+
+    model_id: str = Field(serialization_alias="modelId")
+    layer: str = Field(description="the SAE id")
+    index: int
+    tokens: list[str] = Field(description="BOS first")
+    values: list[float]
+    max_value: float = Field(serialization_alias="maxValue",
+                             description="the strongest activation on any token but BOS")
+    max_value_token_index: int = Field(serialization_alias="maxValueTokenIndex")
+    min_value: float = Field(serialization_alias="minValue")
+
+    @classmethod
+    def from_live(cls, sae: Sae, live: LiveActivations, found: FeatureOnText) -> Self:
+        return cls(
+            model_id=sae.language_model.slug,
+            layer=sae.slug,
+            index=found.index,
+            tokens=live.tokens,
+            values=found.values,
+            max_value=found.max_value,
+            max_value_token_index=found.max_value_token_index,
+            min_value=min(found.values, default=0.0),
+        )
+
+
+class SearchAllOut(ResponseSchema):
+    tokens: list[str] = Field(description="BOS first")
+    result: list[TextActivationOut] = Field(description="the features, strongest first")

@@ -1,0 +1,1 @@
+"""Helpers the tests run or import that are not tests: worker processes, a private Postgres, subprocesses."""

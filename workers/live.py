@@ -1,0 +1,35 @@
+"""Typed text through an SAE's model and the SAE, for a web request that waits for the answer (the live task)."""
+
+from typing import Any
+
+from atlas.saes.models import Sae
+from workers.compute.live import LiveTextError, TextActivations, feature_activations_on_text, top_features_on_text
+from workers.loaded import language_model_loaded, sae_loaded, worker_device
+
+
+def text_activations_compute(*, sae_id: int, text: str, feature: int | None, n_results: int) -> dict[str, Any]:
+    """With a feature: that feature's activation on each token; without: the n_results features that fire most
+    strongly on the text. Plain lists for the result backend, or {"error": message} for text or a feature that
+    cannot be run, which the web turns into a 400.
+    """
+    sae = Sae.objects.select_related("language_model").filter(pk=sae_id).first()
+    if sae is None:
+        return {"error": f"SAE {sae_id} no longer exists."}
+    device = worker_device()
+    model = language_model_loaded(sae.language_model, device)
+    try:
+        if feature is None:
+            found = top_features_on_text(model, sae_loaded(sae, device), sae.hook_name, text, n_results)
+        else:
+            found = feature_activations_on_text(model, sae_loaded(sae, device), sae.hook_name, text, feature)
+    except LiveTextError as error:
+        return {"error": str(error)}
+    return _text_activations_payload(found)
+
+
+def _text_activations_payload(found: TextActivations) -> dict[str, Any]:
+    return {
+        "tokenIds": found.token_ids.tolist(),
+        "features": found.features.tolist(),
+        "values": found.values.astype(float).tolist(),
+    }
