@@ -61,26 +61,26 @@ def test_other_methods_are_a_json_405_naming_the_method(db: None, path: str, met
 
 @pytest.mark.parametrize(("path", "body", "message"), [
     ("/api/features-offset", {"modelId": "tiny-llama", "layer": "0-res-8", "offset": True},
-     "offset: must be an integer."),
+     "'offset' must be an integer."),
     ("/api/features-offset", {"modelId": "tiny-llama", "layer": "0-res-8", "offset": "2"},
-     "offset: must be an integer."),
-    ("/api/features-offset", {"modelId": "tiny-llama", "layer": "0-res-8"}, "offset: is required."),
+     "'offset' must be an integer."),
+    ("/api/features-offset", {"modelId": "tiny-llama", "layer": "0-res-8"}, "'offset' is required."),
     ("/api/features-offset", {"modelId": "tiny llama", "layer": "0-res-8", "offset": 0},
-     r"modelId: must match ^[-\w.]+$."),
+     r"'modelId' must match ^[-\w.]+$."),
     ("/api/features-offset", {"layer": 8, "offset": -1},
-     "modelId: is required. layer: must be a string. offset: must not be negative."),
-    ("/api/features", {"modelId": "tiny-llama"}, "body: must be a list."),
-    ("/api/features", [], "body: must hold at least 1 item(s)."),
+     "'modelId' is required. 'layer' must be a string. 'offset' must not be negative."),
+    ("/api/features", {"modelId": "tiny-llama"}, "The body must be a list."),
+    ("/api/features", [], "The body must hold at least 1 item(s)."),
     ("/api/features", [{"modelId": "tiny-llama", "layer": "0-res-8", "index": 1}] * 101,
-     "body: must hold at most 100 items."),
+     "The body must hold at most 100 items."),
     ("/api/features", [{"modelId": "tiny-llama", "layer": "0-res-8", "index": 1}, {"modelId": "tiny-llama"}],
-     "[1].layer: is required. [1].index: is required."),
+     "'[1].layer' is required. '[1].index' is required."),
     ("/api/features", [{"modelId": "tiny-llama", "layer": "0-res-8", "index": "²"}],
-     "[0].index: must be an integer or a string of digits."),
+     "'[0].index' must be an integer or a string of digits."),
     ("/api/activation/new", {"feature": {"modelId": "tiny-llama", "source": "0-res-8", "index": 1.5},
-                             "customText": "hi"}, "feature.index: must be an integer or a string of digits."),
+                             "customText": "hi"}, "'feature.index' must be an integer or a string of digits."),
     ("/api/search-all", {"modelId": "tiny-llama", "source": "0-res-8", "text": "hi", "numResults": "5"},
-     "numResults: must be an integer."),
+     "'numResults' must be an integer."),
 ])
 def test_a_body_its_schema_refuses_is_a_400_naming_each_field(published_feature: Feature, path: str,
                                                               body: Any, message: str) -> None:
@@ -89,12 +89,12 @@ def test_a_body_its_schema_refuses_is_a_400_naming_each_field(published_feature:
 
 def test_a_path_its_schema_refuses_is_a_400_naming_the_parameter(published_feature: Feature) -> None:
     response = Client().get("/api/feature/tiny%20llama/0-res-8/3")
-    assert error(response) == (400, "bad_request", r"modelId: must match ^[-\w.]+$.")
+    assert error(response) == (400, "bad_request", r"'modelId' must match ^[-\w.]+$.")
 
 
 def test_a_long_list_of_problems_is_cut_short(published_feature: Feature) -> None:
     _, _, message = error(post("/api/features", [{}] * 4))
-    assert message.endswith("[1].modelId: is required. [1].layer: is required. (7 more.)")
+    assert message.endswith("'[1].modelId' is required. '[1].layer' is required. (7 more.)")
 
 
 @pytest.mark.parametrize(("body", "index"), [("3", 3), (3.0, 3), ("03", 3)])
@@ -116,7 +116,7 @@ def test_a_body_that_is_not_json_is_a_400(published_feature: Feature, path: str)
 @pytest.mark.parametrize("path", JSON_BODY_ENDPOINTS)
 def test_an_empty_body_is_a_400_asking_for_one(published_feature: Feature, path: str) -> None:
     if path != "/api/explanation/new":
-        assert error(send(path, "POST", "")) == (400, "bad_request", "body: is required.")
+        assert error(send(path, "POST", "")) == (400, "bad_request", "The body is required.")
 
 
 def test_a_body_over_the_upload_limit_is_a_json_400(published_feature: Feature, settings: Any) -> None:

@@ -98,11 +98,20 @@ def error_responses(*statuses: int) -> dict[int, type[ErrorOut]]:
 
 
 def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
-    """Pydantic's errors, as ninja reports them, in one message: `feature.index: must not be negative.`"""
-    sentences = [f"{_error_field(error['loc'])}: {_error_problem(error)}." for error in errors[:ERRORS_LISTED]]
+    """Pydantic's errors, as ninja reports them, in one message worded as the API always has: `'feature.index' must
+    not be negative.`, `'modelId' is required.`, `The body must be a list.`"""
+    sentences = [_error_sentence(error) for error in errors[:ERRORS_LISTED]]
     if len(errors) > ERRORS_LISTED:
         sentences.append(f"({len(errors) - ERRORS_LISTED} more.)")
     return " ".join(sentences)
+
+
+def _error_sentence(error: Mapping[str, Any]) -> str:
+    field, problem = _error_field(error["loc"]), _error_problem(error)
+    if field != "body":
+        return f"'{field}' {problem}."
+    # A rule of the whole body (one of two fields, say) is a sentence of its own; a type error is the body's.
+    return f"The body {problem}." if str(error.get("type")) in PROBLEMS else f"{problem[:1].upper()}{problem[1:]}."
 
 
 def _error_field(location: Sequence[str | int]) -> str:

@@ -61,5 +61,5 @@ def test_the_key_of_a_deactivated_user_is_refused(db: None) -> None:
 
 def test_a_valid_key_gets_past_authentication_to_the_body(db: None) -> None:
     issued = api_key_create(user=factories.user_make("gail"))
-    assert _write_with_key(**{"x-api-key": issued.secret}) == (400, "modelId: is required. layer: is required. "
-                                                                    "index: is required. description: is required.")
+    assert _write_with_key(**{"x-api-key": issued.secret}) == (400, "'modelId' is required. 'layer' is required. "
+                                                                    "'index' is required. 'description' is required.")

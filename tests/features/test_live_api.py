@@ -41,17 +41,17 @@ def test_no_worker_is_a_503_that_says_how_to_start_one(published_feature: Featur
 
 
 @pytest.mark.parametrize(("body", "status", "words"), [
-    ({"feature": FEATURE}, 400, "customText: is required."),
-    ({"feature": FEATURE, "customText": "  \n"}, 400, "customText: is empty; type some words."),
-    ({"feature": FEATURE, "customText": "x" * 4001}, 400, "customText: has 4001 characters; send at most 4000."),
-    ({"customText": "hello"}, 400, "feature: is required."),
-    ({"feature": [FEATURE], "customText": "hello"}, 400, "feature: must be a JSON object."),
+    ({"feature": FEATURE}, 400, "'customText' is required."),
+    ({"feature": FEATURE, "customText": "  \n"}, 400, "'customText' is empty; type some words."),
+    ({"feature": FEATURE, "customText": "x" * 4001}, 400, "'customText' has 4001 characters; send at most 4000."),
+    ({"customText": "hello"}, 400, "'feature' is required."),
+    ({"feature": [FEATURE], "customText": "hello"}, 400, "'feature' must be a JSON object."),
     # Neuronpedia's other name for the SAE is taken too.
     ({"feature": {"modelId": "tiny-llama", "layer": "0-res-8", "index": 8}, "customText": "hi"}, 404, "no feature 8"),
     ({"feature": {**FEATURE, "source": "9-res-1"}, "customText": "hello"}, 404, "has no SAE '9-res-1'"),
     ({"feature": {**FEATURE, "index": 8}, "customText": "hello"}, 404, "there is no feature 8"),
     ({"feature": {**FEATURE, "index": "-1"}, "customText": "hello"}, 400,
-     "feature.index: must be an integer or a string of digits."),
+     "'feature.index' must be an integer or a string of digits."),
 ])
 def test_activation_new_refuses_a_bad_request_before_asking_a_worker(
     published_feature: Feature, nobody_listening: None, body: dict[str, Any], status: int, words: str
@@ -62,13 +62,13 @@ def test_activation_new_refuses_a_bad_request_before_asking_a_worker(
 
 
 @pytest.mark.parametrize(("body", "status", "words"), [
-    ({"modelId": "tiny-llama", "source": "0-res-8"}, 400, "text: is required."),
+    ({"modelId": "tiny-llama", "source": "0-res-8"}, 400, "'text' is required."),
     ({"modelId": "tiny-llama", "source": "0-res-8", "text": "hi", "numResults": 0}, 400,
-     "numResults: must be at least 1."),
+     "'numResults' must be at least 1."),
     ({"modelId": "tiny-llama", "source": "0-res-8", "text": "hi", "numResults": 101}, 400,
-     "numResults: must be at most 100."),
+     "'numResults' must be at most 100."),
     ({"modelId": "tiny-llama", "sourceSet": "res-jb", "text": "hi"}, 404, "no SAE in source set 'res-jb'"),
-    ({"modelId": "tiny-llama", "text": "hi"}, 400, "body: send 'source' (one SAE) or 'sourceSet'"),
+    ({"modelId": "tiny-llama", "text": "hi"}, 400, "Send 'source' (one SAE) or 'sourceSet'"),
     ({"modelId": "nope", "source": "0-res-8", "text": "hi"}, 404, "No model 'nope'"),
 ])
 def test_search_all_refuses_a_bad_request_before_asking_a_worker(
