@@ -6,8 +6,9 @@ REDIS_URL are unset, and makes the secret key file a self-hosted install keeps.
 """
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -15,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from workers.compute.params import DashboardParams
 
 BASE_DIR = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -34,24 +36,22 @@ def envbool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name}={value!r} is not a boolean; use true or false (also 1/0, yes/no, on/off).")
 
 
-def envint(name: str, default: int) -> int:
+def _parsed(name: str, default: T, parse: Callable[[str], T], what: str) -> T:
     value = _env(name)
     if value is None:
         return default
     try:
-        return int(value)
+        return parse(value)
     except ValueError:
-        raise ImproperlyConfigured(f"{name}={value!r} is not a whole number.") from None
+        raise ImproperlyConfigured(f"{name}={value!r} is not {what}.") from None
+
+
+def envint(name: str, default: int) -> int:
+    return _parsed(name, default, int, "a whole number")
 
 
 def envfloat(name: str, default: float) -> float:
-    value = _env(name)
-    if value is None:
-        return default
-    try:
-        return float(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={value!r} is not a number.") from None
+    return _parsed(name, default, float, "a number")
 
 
 def envstr(name: str, default: str) -> str:
