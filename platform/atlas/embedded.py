@@ -120,7 +120,8 @@ def local_prepare() -> None:
 
     settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
     settings.STATIC_ROOT.mkdir(exist_ok=True)
-    if not settings.SECRET_KEY:
+    # Reading settings.SECRET_KEY while it is empty raises, so the flag says whether the file is the key's source.
+    if settings.ATLAS_SECRET_KEY_FROM_FILE:
         settings.SECRET_KEY = _secret_key_file_make(settings.SECRET_KEY_FILE)
     if settings.ATLAS_EMBEDDED_POSTGRES:
         postgres_start(settings.VAR_DIR, settings.EMBEDDED_POSTGRES_DATABASE)

@@ -66,6 +66,7 @@ VAR_DIR = Path(envstr("ATLAS_VAR_DIR", str(BASE_DIR / "var"))).resolve()
 MEDIA_ROOT = Path(envstr("ATLAS_MEDIA_ROOT", str(VAR_DIR / "media"))).resolve()
 # A self-hosted install keeps a generated key here rather than shipping a known one; local_prepare() makes it.
 SECRET_KEY_FILE = VAR_DIR / "secret_key"
+ATLAS_SECRET_KEY_FROM_FILE = _env("SECRET_KEY") is None
 
 
 def _secret_key() -> str:
