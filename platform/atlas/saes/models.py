@@ -17,6 +17,12 @@ class TaskStatus(models.TextChoices):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    # Stopped by its owner (or staff): its workers stop at their next progress report.
+    CANCELLED = "cancelled"
+
+
+# A run, shard or metrics in one of these states is done with: nothing more is computed for it.
+FINISHED_STATUSES = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 
 class Sae(models.Model):
@@ -67,6 +73,12 @@ class DashboardRun(models.Model):
     tokens_total = models.BigIntegerField()
     # Set once, when the last shard finishes, so that the merge is queued exactly once.
     merge_queued = models.BooleanField(default=False)
+    # The merge's tries, and the heartbeat of the worker computing it (workers recover a merge whose worker died).
+    merge_attempts = models.PositiveSmallIntegerField(default=0)
+    merge_heartbeat = models.DateTimeField(null=True, blank=True)
+    merge_worker = models.CharField(max_length=200, blank=True)
+    # What happened to the run that its page should say, oldest first: [{"at": ISO time, "message": str}].
+    events = models.JSONField(default=list, blank=True)
     device = models.CharField(max_length=50, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     started = models.DateTimeField(null=True, blank=True)
@@ -85,7 +97,7 @@ class DashboardRun(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        return self.status in {self.Status.SUCCEEDED, self.Status.FAILED}
+        return self.status in FINISHED_STATUSES
 
     @property
     def dashboard_params(self) -> DashboardParams:
@@ -106,6 +118,9 @@ class DashboardShard(models.Model):
     error = models.TextField(blank=True)
     progress_done = models.BigIntegerField(default=0)
     device = models.CharField(max_length=50, blank=True)
+    # The Celery worker (hostname) computing the shard, and when it last said it was alive.
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["run", "index"]
@@ -132,6 +147,8 @@ class RunMetrics(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     error = models.TextField(blank=True)
     device = models.CharField(max_length=50, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True)
     n_sequences = models.PositiveIntegerField(null=True, blank=True)
     n_tokens = models.BigIntegerField(null=True, blank=True)
     l0 = models.FloatField(null=True, blank=True)
