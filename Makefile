@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)/platform:$(CURDIR)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test install install-dev lint typecheck pytest worker live-worker web stop clean bench-vs-forward bench-vs-saedashboard bench-gpu bench-ingest bench-api
+.PHONY: demo test install install-dev lint typecheck pytest worker live-worker web stop clean bench-vs-forward bench-vs-saedashboard bench-gpu bench-ingest bench-api bench-uploads
 
 $(VENV)/.base: requirements/base.txt requirements/worker.txt requirements/web.txt requirements/constraints.txt
 	$(SYSTEM_PYTHON) -m venv $(VENV)
@@ -50,7 +50,8 @@ typecheck: $(VENV)/.dev
 pytest: $(VENV)/.dev
 	$(VENV)/bin/pytest
 
-# Computes runs, and answers live activations between shards.
+# Computes runs, and answers live activations between shards. Like every worker, it also sweeps for steps whose
+# worker died (no heartbeat for ATLAS_SHARD_STALE_SECONDS) and hands them to another: nothing else to start.
 worker: $(VENV)/.base
 	$(PY) -m celery -A atlas worker -Q gpu,live --pool solo --loglevel INFO
 
@@ -59,7 +60,7 @@ live-worker: $(VENV)/.base
 	$(PY) -m celery -A atlas worker -Q live --pool solo --loglevel INFO -n live@%h
 
 web: $(VENV)/.base
-	$(VENV)/bin/gunicorn atlas.wsgi --pythonpath platform --bind 127.0.0.1:8000
+	$(VENV)/bin/gunicorn atlas.wsgi --pythonpath platform --bind 127.0.0.1:8000 --worker-class gthread --threads 4
 
 stop:
 	$(PY) -c "from pathlib import Path; from atlas.embedded import embedded_stop; embedded_stop(Path('var').resolve())"
@@ -78,6 +79,11 @@ bench-ingest: $(VENV)/.dev
 # GET /api/feature and the feature page at a fixed rate from a second process. BENCH_API_ARGS passes flags.
 bench-api: $(VENV)/.base
 	$(PY) -m bench.api $(BENCH_API_ARGS)
+
+# GET /api/feature at a fixed rate while two archive uploads that unpack to just under ATLAS_MAX_UPLOAD_BYTES
+# (384 MiB) are checked, served as `make demo` serves; BENCH_UPLOADS_ARGS passes flags, e.g. "--baseline" (sync workers).
+bench-uploads: $(VENV)/.base
+	$(PY) -m bench.uploads $(BENCH_UPLOADS_ARGS)
 
 # Creates SAEDashboard's own virtual environment under var/bench/ on first use.
 bench-vs-saedashboard: $(VENV)/.dev

@@ -143,11 +143,10 @@ def main() -> None:
         from bench.ingest_orm_baseline import (
             dashboard_compression,
             legacy_tables_create,
-            records_make,
             row_bytes_per_feature,
-            run_make,
             run_results_publish_orm,
         )
+        from bench.records import records_make, run_make
 
         sae = records_make(args.features, slug="packed")
         publish_times = [_timed(lambda: run_results_publish(run=run_make(sae, params), dashboards=dashboards))

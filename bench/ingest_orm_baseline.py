@@ -1,6 +1,6 @@
 """bench.ingest's Django half, imported once settings point at the scratch database.
 
-Holds the records a publish needs, and the baseline: the writer Atlas used before packed dashboards,
+Holds the baseline: the writer Atlas used before packed dashboards,
 bulk_create of one row per feature with array columns and one row per example, into copies of those
 two tables that exist only in the scratch database.
 """
@@ -10,11 +10,8 @@ import numpy.typing as npt
 from django.contrib.postgres.fields import ArrayField
 from django.db import connection, models, transaction
 
-from atlas.datasets.models import Dataset
 from atlas.features.services import run_mark_published
-from atlas.lms.models import LanguageModel
 from atlas.saes.models import DashboardRun, Sae
-from workers.compute.params import DashboardParams
 from workers.compute.results import Examples, FeatureDashboards
 
 _BATCH = 2000
@@ -69,26 +66,6 @@ class LegacyFeatureExample(models.Model):
 
 
 TOP, INTERVAL = 0, 1
-
-
-def records_make(d_sae: int, slug: str) -> Sae:
-    """An SAE on a model and dataset record; nothing on disk, since publishing reads no files."""
-    language_model, _ = LanguageModel.objects.get_or_create(
-        slug="bench", defaults={"display_name": "bench", "source_kind": LanguageModel.SourceKind.HF_LOCAL,
-                                "source": "none", "d_model": 576, "n_layers": 30, "n_ctx": 2048, "d_vocab": 49152},
-    )
-    Dataset.objects.get_or_create(
-        slug="bench", defaults={"language_model": language_model, "source_kind": Dataset.SourceKind.PATH,
-                                "source": "none", "context_length": 128, "n_sequences": 4096, "tokens_file": "none"},
-    )
-    return Sae.objects.create(language_model=language_model, slug=slug, hook_name="blocks.5.hook_resid_post",
-                              architecture="standard", d_in=576, d_sae=d_sae, files_dir="none")
-
-
-def run_make(sae: Sae, params: DashboardParams) -> DashboardRun:
-    dataset = Dataset.objects.get(slug="bench")
-    return DashboardRun.objects.create(sae=sae, dataset=dataset, n_sequences=dataset.n_sequences,
-                                       params=params.as_json(), tokens_total=dataset.n_tokens)
 
 
 def row_bytes_per_feature(n_features: int, *tables: str) -> float:

@@ -78,6 +78,13 @@ def user_make(username: str = "alice") -> AbstractUser:
     return user
 
 
+def staff_make(username: str = "sam") -> AbstractUser:
+    user = user_make(username)
+    user.is_staff = True
+    user.save(update_fields=["is_staff"])
+    return user
+
+
 def sae_lens_write(directory: Path, *, d_in: int, d_sae: int = 48, hook_name: str = TINY_HOOK,
                    architecture: str = "standard", seed: int = 0, **cfg: Any) -> Path:
     """An SAE saved by sae_lens's own save_model, with biases set so features fire on some tokens."""
@@ -286,3 +293,19 @@ def published_feature_make(language_model: LanguageModel, dataset: Dataset) -> F
     dashboards.neighbour_ids[index], dashboards.neighbour_cosines[index] = [6, 1], [0.75, 0.5]
     run = published_run_make(sae_make(language_model), dataset, dashboards)
     return Feature.objects.get(run=run, index=index)
+
+
+def sae_uploaded(dataset: Dataset, sae_dir: Path, *, owner: AbstractUser | None, slug: str = "owned") -> Sae:
+    """An SAE stored by the upload service from sae_dir's files, uploaded by owner; its run queued (its tasks are
+    sent when the transaction commits)."""
+    from atlas.saes.services import RunParams, sae_upload
+
+    files = sae_upload_files(sae_dir)
+    return sae_upload(language_model=dataset.language_model, dataset=dataset, uploaded_by=owner, slug=slug,
+                      cfg_file=files["cfg_file"], weights_file=files["weights_file"],
+                      params=RunParams(top_k=2, context_before=2, context_after=1))
+
+
+def media_files(root: Path) -> set[str]:
+    """Every file under root, relative to it."""
+    return {str(path.relative_to(root)) for path in root.rglob("*") if path.is_file()} if root.exists() else set()

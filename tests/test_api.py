@@ -17,10 +17,15 @@ DOCUMENT = openapi_document()
 CONCRETE_PATHS = {
     "/api/feature/{modelId}/{layer}/{index}": "/api/feature/tiny-llama/0-res-8/3",
     "/api/runs/{runId}": "/api/runs/999999",
+    "/api/runs/{runId}/cancel": "/api/runs/999999/cancel",
+    "/api/sae/{modelId}/{layer}/rerun": "/api/sae/tiny-llama/0-res-8/rerun",
+    "/api/sae/{modelId}/{layer}": "/api/sae/tiny-llama/0-res-8",
 }
+# POSTs that take no body: the owner's actions name what they act on in the path.
+BODILESS = {"/api/upload", "/api/runs/999999/cancel", "/api/sae/tiny-llama/0-res-8/rerun"}
 ENDPOINTS = [(CONCRETE_PATHS.get(path, path), method.upper())
              for path, operations in DOCUMENT["paths"].items() for method in operations]
-JSON_BODY_ENDPOINTS = [path for path, method in ENDPOINTS if method == "POST" and path != "/api/upload"]
+JSON_BODY_ENDPOINTS = [path for path, method in ENDPOINTS if method == "POST" and path not in BODILESS]
 OTHER_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
@@ -40,7 +45,7 @@ def error(response: HttpResponse) -> tuple[int, str, str]:
 
 
 def test_every_endpoint_is_checked() -> None:
-    assert len(ENDPOINTS) == 8 and len(JSON_BODY_ENDPOINTS) == 5
+    assert len(ENDPOINTS) == 11 and len(JSON_BODY_ENDPOINTS) == 5
 
 
 @pytest.mark.parametrize(("path", "method"), ENDPOINTS)
@@ -119,11 +124,11 @@ def test_an_empty_body_is_a_400_asking_for_one(published_feature: Feature, path:
         assert error(send(path, "POST", "")) == (400, "bad_request", "The body is required.")
 
 
-def test_a_body_over_the_upload_limit_is_a_json_400(published_feature: Feature, settings: Any) -> None:
+def test_a_body_over_the_upload_limit_is_a_json_413(published_feature: Feature, settings: Any) -> None:
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
     status, code, message = error(post("/api/features", [{"modelId": "tiny-llama", "layer": "0-res-8", "index": 1}]
                                        * 10))
-    assert (status, code) == (400, "bad_request") and "DATA_UPLOAD_MAX_MEMORY_SIZE" in message
+    assert (status, code) == (413, "too_large") and "DATA_UPLOAD_MAX_MEMORY_SIZE" in message
 
 
 def test_not_found_is_answered_by_one_handler() -> None:

@@ -40,7 +40,7 @@ def test_every_api_route_is_in_the_document(document: dict[str, Any]) -> None:
     routes = {openapi_path(str(pattern.pattern)) for pattern in api_urlpatterns
               if pattern.name and pattern.name not in NOT_ENDPOINTS}
     assert routes == set(document["paths"])
-    assert len(routes) == 8
+    assert len(routes) == 11
 
 
 def test_features_carry_neuronpedias_field_names(document: dict[str, Any]) -> None:
@@ -70,7 +70,8 @@ def test_request_bodies_take_neuronpedias_names(document: dict[str, Any]) -> Non
 
 def test_an_index_is_a_number_or_a_string_of_digits(document: dict[str, Any]) -> None:
     index = document["components"]["schemas"]["FeatureLookup"]["properties"]["index"]
-    assert index["oneOf"] == [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": "^[0-9]+$"}]
+    assert index["oneOf"] == [{"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+                              {"type": "string", "pattern": "^[0-9]{1,9}$"}]
 
 
 def test_the_upload_body_is_the_upload_forms_fields(document: dict[str, Any]) -> None:
@@ -86,7 +87,8 @@ def test_writes_need_the_api_key_and_reads_do_not(document: dict[str, Any]) -> N
         "type": "apiKey", "in": "header", "name": "x-api-key"}
     secured = {path for path, operations in document["paths"].items()
                for operation in operations.values() if operation.get("security")}
-    assert secured == {"/api/explanation/new", "/api/upload"}
+    assert secured == {"/api/explanation/new", "/api/upload", "/api/runs/{runId}/cancel",
+                       "/api/sae/{modelId}/{layer}/rerun", "/api/sae/{modelId}/{layer}"}
 
 
 def test_every_operation_documents_its_errors_as_json(document: dict[str, Any]) -> None:

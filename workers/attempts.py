@@ -48,8 +48,3 @@ def attempt_run(work: Callable[[], None], attempt: Attempt) -> bool:
         attempt.fail(f"{attempt.step} failed after {attempt.number} attempts: {message}")
         return False
     return True
-
-
-def requeue_nothing(message: str) -> None:
-    """For a step whose failed tries leave nothing to record (the merge: its run stays running)."""
-    return None

@@ -2,9 +2,11 @@
 
 A run is split into shards (atlas.saes.services.shard_ranges), one task each, so several workers share it.
 Each shard's state is saved under MEDIA_ROOT/runs/<run>/, which every worker of a deployment shares; the last
-shard to finish queues the merge, which finishes the dashboards and publishes them. Tasks are acknowledged
-late: a worker killed mid-shard leaves its task to be delivered again, and every step can run twice without
-harm (states are written atomically, publishing replaces the run's rows). The state changes are the services of
+shard to finish queues the merge, which finishes the dashboards and publishes them. While a step computes, its
+worker writes a heartbeat to the step's row (workers.heartbeat): a worker killed mid-shard is seen within
+minutes, and the recovery sweep every worker runs hands its step to another. Every step can run twice without
+harm (states are written atomically, publishing replaces the run's rows, a step another worker is computing is
+left to it), so the broker's own late redelivery changes nothing. The state changes are the services of
 atlas.saes; failures follow workers.attempts.
 """
 
@@ -13,23 +15,32 @@ import shutil
 from pathlib import Path
 
 from django.conf import settings
+from django.db import transaction
 
 from atlas.datasets.selectors import dataset_tokens
 from atlas.features.services import run_results_publish
 from atlas.saes import services
 from atlas.saes.models import DashboardRun, DashboardShard
-from workers.attempts import Attempt, attempt_run, requeue_nothing
+from atlas.saes.selectors import run_unfinished
+from workers.attempts import Attempt, attempt_run
 from workers.compute.dashboard import dashboards_finish, shard_pass
 from workers.compute.metrics import sae_metrics
 from workers.compute.progress import Progress, progress_throttled
 from workers.compute.shard_files import shard_state_exists, shard_state_load, shard_state_save
+from workers.heartbeat import heartbeat_kept, worker_name
 from workers.loaded import language_model_loaded, sae_loaded, worker_device
 
 logger = logging.getLogger(__name__)
 
 
+class RunCancelled(BaseException):
+    """The run was cancelled (or failed, or was deleted) while this step computed it: the step stops at its next
+    progress report and its task ends quietly, neither retried nor failed. A BaseException, as asyncio's
+    CancelledError is, so that workers.attempts' `except Exception` does not take it for a failed try."""
+
+
 def run_directory(run: DashboardRun) -> Path:
-    return Path(settings.MEDIA_ROOT) / "runs" / str(run.pk)
+    return services.run_files_path(run.pk)
 
 
 def _shard_directory(shard: DashboardShard) -> Path:
@@ -57,15 +68,25 @@ def shard_execute(shard_id: int) -> None:
         # Delivered again after it finished: the merge may never have been queued if the worker died.
         services.dashboard_run_merge_queue(run_id=shard.run_id, again=True)
         return
-    device = worker_device()
+    device, worker = worker_device(), worker_name()
+    number = services.shard_start(shard=shard, device=device, worker=worker)
+    if number is None:
+        logger.info("shard %s is being computed by another worker; nothing to do", shard_id)
+        return
     attempt = Attempt(
-        number=services.shard_start(shard=shard, device=device),
+        number=number,
         step=_shard_where(shard),
         requeue=lambda message: services.shard_requeue(shard=shard, message=message),
         fail=lambda message: services.shard_fail(shard=shard, message=message),
     )
-    if attempt_run(lambda: _shard_compute(shard, device, directory), attempt):
-        services.shard_succeed(shard=shard)
+    # Model loading included: a worker that is alive says so until the shard is recorded as done.
+    try:
+        with heartbeat_kept(lambda: services.shard_heartbeat_write(shard_id=shard.pk, worker=worker)):
+            if attempt_run(lambda: _shard_compute(shard, device, directory), attempt):
+                services.shard_succeed(shard=shard)
+    except RunCancelled:
+        logger.info("run %s is finished or gone; shard %s stopped", shard.run_id, shard_id)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _shard_compute(shard: DashboardShard, device: str, directory: Path) -> None:
@@ -77,26 +98,39 @@ def _shard_compute(shard: DashboardShard, device: str, directory: Path) -> None:
     sae = sae_loaded(run.sae, device)
 
     def write(phase: str, done: int, total: int) -> None:
-        services.shard_progress_write(shard=shard, phase=phase, done=done)
+        if not services.shard_progress_write(shard=shard, phase=phase, done=done):
+            raise RunCancelled(f"run {run.pk} is finished or gone")
 
     state = shard_pass(model, sae, tokens, run.sae.hook_name, shard.first_seq, run.dashboard_params, _throttled(write))
     shard_state_save(state, directory)
+    if not run_unfinished(run.pk):  # cancelled while the state was saved: its directory may be gone already
+        raise RunCancelled(f"run {run.pk} is finished or gone")
 
 
-def run_merge(run_id: int, *, attempt: int) -> None:
-    """Merge a run's shards, finish its dashboards and publish them (the merge task's body)."""
+def run_merge(run_id: int, *, final: bool = False) -> None:
+    """Merge a run's shards, finish its dashboards and publish them (the merge task's body); final: this try is
+    the last, whatever the count (for callers that would not retry it)."""
     run = DashboardRun.objects.select_related("sae__language_model", "dataset").filter(pk=run_id).first()
     if run is None or run.is_finished:
         logger.info("run %s is gone or already finished; nothing to merge", run_id)
         return
+    worker = worker_name()
+    number = services.dashboard_run_merge_start(run_id=run_id, worker=worker)
+    if number is None:
+        logger.info("run %s is finished or being merged by another worker; nothing to do", run_id)
+        return
     merge = Attempt(
-        number=attempt,
+        number=settings.ATLAS_TASK_ATTEMPTS if final else number,
         step="merging the shards",
-        requeue=requeue_nothing,
+        requeue=lambda message: services.dashboard_run_merge_requeue(run_id=run_id, message=message),
         fail=lambda message: services.dashboard_run_fail(run_id=run_id, message=message),
     )
-    if attempt_run(lambda: _run_merge_publish(run), merge):
-        shutil.rmtree(run_directory(run), ignore_errors=True)
+    try:
+        with heartbeat_kept(lambda: services.dashboard_run_merge_heartbeat_write(run_id=run_id, worker=worker)):
+            if attempt_run(lambda: _run_merge_publish(run), merge):
+                shutil.rmtree(run_directory(run), ignore_errors=True)
+    except RunCancelled:
+        logger.info("run %s is finished or gone; its merge stopped and published nothing", run_id)
 
 
 def _run_merge_publish(run: DashboardRun) -> None:
@@ -106,27 +140,33 @@ def _run_merge_publish(run: DashboardRun) -> None:
     tokens = dataset_tokens(run.dataset, run.n_sequences)
 
     def write(phase: str, done: int, total: int) -> None:
-        services.dashboard_run_progress_write(run_id=run.pk, phase=phase, done=done, total=total)
+        if not services.dashboard_run_progress_write(run_id=run.pk, phase=phase, done=done, total=total):
+            raise RunCancelled(f"run {run.pk} is finished or gone")
 
     progress = _throttled(write)
     dashboards = dashboards_finish(states, tokens, model, sae_loaded(run.sae, device), run.dashboard_params, progress)
     progress("saving", 0, run.sae.d_sae)
-    run_results_publish(run=run, dashboards=dashboards)
+    with transaction.atomic():
+        # Its row locked until the publish commits: a cancel either waits for it or is seen here.
+        if not services.dashboard_run_publish_lock(run_id=run.pk):
+            raise RunCancelled(f"run {run.pk} is finished or gone")
+        run_results_publish(run=run, dashboards=dashboards)
 
 
-def run_metrics_execute(run_id: int, *, attempt: int) -> None:
+def run_metrics_execute(run_id: int, *, final: bool = False) -> None:
     """Compute and store a run's quality metrics (the metrics task's body). A failure is recorded on the
-    metrics alone: the dashboards go on whatever happens here."""
+    metrics alone: the dashboards go on whatever happens here. final: as for run_merge."""
     run = DashboardRun.objects.select_related("sae__language_model", "dataset").filter(pk=run_id).first()
     if run is None:
         logger.info("run %s is gone; no metrics to compute", run_id)
         return
-    device = worker_device()
-    metrics = services.run_metrics_start(run=run, attempt=attempt, device=device)
+    device, worker = worker_device(), worker_name()
+    metrics = services.run_metrics_start(run=run, device=device, worker=worker)
     if metrics is None:
+        logger.info("the metrics of run %s are done with or being computed by another worker", run_id)
         return
     metrics_attempt = Attempt(
-        number=attempt,
+        number=settings.ATLAS_TASK_ATTEMPTS if final else metrics.attempts,
         step="computing the metrics",
         requeue=lambda message: services.run_metrics_requeue(metrics=metrics, message=message),
         fail=lambda message: services.run_metrics_fail(metrics=metrics, message=message),
@@ -139,7 +179,8 @@ def run_metrics_execute(run_id: int, *, attempt: int) -> None:
                                batch_size=run.dashboard_params.batch_size)
         services.run_metrics_store(metrics=metrics, computed=computed)
 
-    attempt_run(compute, metrics_attempt)
+    with heartbeat_kept(lambda: services.run_metrics_heartbeat_write(metrics_id=metrics.pk, worker=worker)):
+        attempt_run(compute, metrics_attempt)
 
 
 def dashboard_run_execute(run_id: int) -> None:
@@ -149,5 +190,5 @@ def dashboard_run_execute(run_id: int) -> None:
         shard_execute(shard_id)
     run = DashboardRun.objects.get(pk=run_id)
     if not run.is_finished:
-        run_merge(run_id, attempt=settings.ATLAS_TASK_ATTEMPTS)
-    run_metrics_execute(run_id, attempt=settings.ATLAS_TASK_ATTEMPTS)
+        run_merge(run_id, final=True)
+    run_metrics_execute(run_id, final=True)

@@ -1,18 +1,20 @@
-"""Celery tasks: thin shells over the worker's steps (workers.runs, workers.live), queued by name from the web.
+"""Celery tasks: thin shells over the worker's steps (workers.runs, workers.live), queued by name from the web;
+and the recovery sweep each worker process runs beside them.
 
 The steps are imported when a task runs, after the Celery Django fixup has set Django up.
 """
 
 from typing import Any
 
-from celery import Task, shared_task
+from celery import shared_task, signals
 from django.conf import settings
 
 from workers.attempts import RetryLater
 
 # The one retry policy of a run's steps (workers.attempts): a step raises RetryLater while tries are left, and
-# counts them itself (a redelivered task is a try Celery does not count), so Celery's own limit is off. The
-# countdown is read when the worker imports its tasks, from the environment it was started with.
+# counts them itself in its row (a redelivered or recovered task is a try Celery does not count), so Celery's
+# own limit is off. The countdown is read when the worker imports its tasks, from the environment it was started
+# with.
 RUN_STEP: dict[str, Any] = {
     "autoretry_for": (RetryLater,),
     "max_retries": None,
@@ -28,18 +30,18 @@ def dashboard_shard_execute(shard_id: int) -> None:
     shard_execute(shard_id)
 
 
-@shared_task(name="workers.tasks.dashboard_run_merge", bind=True, **RUN_STEP)
-def dashboard_run_merge(self: Task[[int], None], run_id: int) -> None:
+@shared_task(name="workers.tasks.dashboard_run_merge", **RUN_STEP)
+def dashboard_run_merge(run_id: int) -> None:
     from workers.runs import run_merge
 
-    run_merge(run_id, attempt=self.request.retries + 1)
+    run_merge(run_id)
 
 
-@shared_task(name="workers.tasks.dashboard_run_metrics", bind=True, **RUN_STEP)
-def dashboard_run_metrics(self: Task[[int], None], run_id: int) -> None:
+@shared_task(name="workers.tasks.dashboard_run_metrics", **RUN_STEP)
+def dashboard_run_metrics(run_id: int) -> None:
     from workers.runs import run_metrics_execute
 
-    run_metrics_execute(run_id, attempt=self.request.retries + 1)
+    run_metrics_execute(run_id)
 
 
 # A request waits for this one: acknowledged on receipt, since nobody waits for a redelivery.
@@ -48,3 +50,19 @@ def text_activations(sae_id: int, text: str, feature: int | None, n_results: int
     from workers.live import text_activations_compute
 
     return text_activations_compute(sae_id=sae_id, text=text, feature=feature, n_results=n_results)
+
+
+# Every worker process sweeps for steps whose worker died (workers.heartbeat): `make worker`, `make live-worker`,
+# the compose services and the demo's workers all start it, with nothing else to run.
+@signals.worker_ready.connect
+def _recovery_sweep_start(**_: Any) -> None:
+    from workers.heartbeat import sweeper_start
+
+    sweeper_start()
+
+
+@signals.worker_shutdown.connect
+def _recovery_sweep_stop(**_: Any) -> None:
+    from workers.heartbeat import sweeper_stop
+
+    sweeper_stop()

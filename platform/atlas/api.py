@@ -19,8 +19,19 @@ from atlas.explanations.api import router as explanations_router
 from atlas.explanations.services import ExplanationError
 from atlas.features.api import router as features_router
 from atlas.features.live import LiveTextRefused, WorkerFailed, WorkerUnavailable
-from atlas.jsonapi import HTTP_ERROR_CODES, ApiError, json_error, validation_message
+from atlas.jsonapi import (
+    HTTP_ERROR_CODES,
+    JSON_MAX_DEPTH,
+    ApiError,
+    BodyRefused,
+    JsonParser,
+    json_error,
+    validation_message,
+)
+from atlas.middleware import too_big_message
+from atlas.ratelimit import RateLimited
 from atlas.saes.api import router as saes_router
+from atlas.saes.services import SaeActionConflict, SaeActionForbidden
 
 View = Callable[..., HttpResponseBase]
 # Errors the apps raise, and the answer each becomes wherever it is raised.
@@ -30,12 +41,16 @@ ERROR_ANSWERS: dict[type[Exception], tuple[int, str]] = {
     LiveTextRefused: (400, "bad_request"),
     WorkerFailed: (502, "worker_failed"),
     WorkerUnavailable: (503, "no_worker"),
-    RequestDataTooBig: (400, "bad_request"),
+    SaeActionForbidden: (403, "forbidden"),
+    SaeActionConflict: (409, "conflict"),
 }
 DESCRIPTION = (
     "Neuronpedia-compatible reads (public) and writes (an API key from /account/ in the x-api-key header). "
     'Errors are JSON {"error", "message"} with a 4xx status (5xx: no worker answered, or it failed). '
-    "Every path takes a trailing slash too."
+    "Every path takes a trailing slash too. "
+    f"Bodies are UTF-8 JSON nested at most {JSON_MAX_DEPTH} deep, each key once per object, with no NUL or lone "
+    "surrogate in a string (a 400 naming the field), within DATA_UPLOAD_MAX_MEMORY_SIZE (a 413). Live activations "
+    "and activation search are limited to ATLAS_LIVE_RATE per API key, user or address (a 429 with Retry-After)."
 )
 
 
@@ -58,7 +73,7 @@ class LocalSwagger(Swagger):
         return reverse("openapi-json", kwargs=path_params)
 
 
-api = AtlasApi(title="SAE Atlas API", version="1", description=DESCRIPTION, docs=LocalSwagger())
+api = AtlasApi(title="SAE Atlas API", version="1", description=DESCRIPTION, docs=LocalSwagger(), parser=JsonParser())
 api.add_router("", features_router)
 api.add_router("", explanations_router)
 api.add_router("", saes_router)
@@ -73,9 +88,23 @@ def _validation_error(request: HttpRequest, error: ValidationError) -> HttpRespo
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, error: HttpError) -> HttpResponse:
     """What ninja refuses itself: a body it cannot parse (the parser's error is the cause), a missing API key."""
+    if error.status_code == 400 and isinstance(error.__cause__, BodyRefused):
+        return json_error(400, "bad_request", str(error.__cause__))
     if error.status_code == 400 and isinstance(error.__cause__, ValueError):
         return json_error(400, "bad_request", f"The body is not JSON: {error.__cause__}.")
     return json_error(error.status_code, HTTP_ERROR_CODES.get(error.status_code, "error"), str(error))
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request: HttpRequest, error: RequestDataTooBig) -> HttpResponse:
+    return json_error(413, "too_large", too_big_message())
+
+
+@api.exception_handler(RateLimited)
+def _rate_limited(request: HttpRequest, error: RateLimited) -> HttpResponse:
+    answer = json_error(429, "too_many_requests", error.message)
+    answer["Retry-After"] = str(error.retry_after)
+    return answer
 
 
 @api.exception_handler(ApiError)

@@ -6,6 +6,7 @@ REDIS_URL are unset, and makes the secret key file a self-hosted install keeps.
 """
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -103,7 +104,10 @@ MIGRATION_MODULES = {
 }
 
 MIDDLEWARE = [
+    # First, so that it sees every answer under /api/ (Django's own error pages included) and makes it JSON.
+    "atlas.middleware.ApiAnswersMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -201,6 +205,13 @@ ATLAS_METRICS_SEQUENCES = envint("ATLAS_METRICS_SEQUENCES", 32)
 # A failing shard or merge is tried this many times before the run fails with its error.
 ATLAS_TASK_ATTEMPTS = envint("ATLAS_TASK_ATTEMPTS", 3)
 ATLAS_TASK_RETRY_SECONDS = envfloat("ATLAS_TASK_RETRY_SECONDS", 5.0)
+# A worker computing a shard, merge or metrics writes a heartbeat to its row this often; one whose heartbeat is
+# older than ATLAS_SHARD_STALE_SECONDS has died, and the recovery sweep that every worker runs each
+# ATLAS_RECOVERY_SECONDS hands it to another (an attempt) or fails it after ATLAS_TASK_ATTEMPTS. Minutes, not the
+# broker's ATLAS_TASK_VISIBILITY_TIMEOUT of hours.
+ATLAS_HEARTBEAT_SECONDS = envfloat("ATLAS_HEARTBEAT_SECONDS", 15.0)
+ATLAS_SHARD_STALE_SECONDS = envfloat("ATLAS_SHARD_STALE_SECONDS", 120.0)
+ATLAS_RECOVERY_SECONDS = envfloat("ATLAS_RECOVERY_SECONDS", 30.0)
 # Live activations (typed text on a feature page, activation search) go to this queue. `make worker` serves it
 # beside ATLAS_GPU_QUEUE, but only between shards; a worker on this queue alone (`make live-worker`, the compose
 # `live` service, the demo's second worker) answers while runs are being computed.
@@ -240,11 +251,60 @@ WHITENOISE_AUTOREFRESH = DEBUG
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 ATLAS_MAX_UPLOAD_BYTES = envint("ATLAS_MAX_UPLOAD_BYTES", 2 * 1024**3)
+# Django's two handlers, except that past ATLAS_MAX_UPLOAD_BYTES a file stops being written to disk.
+FILE_UPLOAD_HANDLERS = [
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "atlas.saes.upload_handlers.CappedTemporaryFileUploadHandler",
+]
+# Processes per web process that unpack and check uploads (atlas.saes.upload_checks), niced, apart from the
+# threads that serve reads; more let more uploads be checked at once, each costing a core while it runs.
+ATLAS_UPLOAD_CHECK_PROCESSES = envint("ATLAS_UPLOAD_CHECK_PROCESSES", 1)
+if ATLAS_UPLOAD_CHECK_PROCESSES < 1:
+    raise ImproperlyConfigured(f"ATLAS_UPLOAD_CHECK_PROCESSES={ATLAS_UPLOAD_CHECK_PROCESSES} must be 1 or more.")
 
 ATLAS_FEATURES_PER_PAGE = envint("ATLAS_FEATURES_PER_PAGE", 100)
 # Sequences of 128 tokens the demo (manage.py atlas_demo) tokenizes from Shakespeare.
 ATLAS_DEMO_SEQUENCES = envint("ATLAS_DEMO_SEQUENCES", 1024)
 ATLAS_RUN_PROGRESS_SECONDS = envfloat("ATLAS_RUN_PROGRESS_SECONDS", 0.5)
+
+# Hardening of the web edge: rate limits on endpoints that cost a worker's time, and the pages' CSP.
+_RATE = re.compile(r"[1-9][0-9]*/(second|minute|hour|day)")
+
+
+def envrate(name: str, default: str) -> str:
+    """A rate as `limits` writes one, checked strictly here: <count>/<second|minute|hour|day>."""
+    value = envstr(name, default)
+    if not _RATE.fullmatch(value):
+        raise ImproperlyConfigured(f"{name}={value!r} is not a rate; write <count>/<second|minute|hour|day>, "
+                                   "e.g. 30/minute.")
+    return value
+
+
+def _rate_limit_storage(redis_url: str) -> str:
+    """REDIS_URL as `limits` reads it: kombu's redis+socket:// is its redis+unix://."""
+    return redis_url.replace("redis+socket://", "redis+unix://", 1)
+
+
+# Live activations and activation searches (each runs the model on a worker) per API key, else per logged-in user,
+# else per client address; over it, a 429 with Retry-After.
+ATLAS_LIVE_RATE = envrate("ATLAS_LIVE_RATE", "30/minute")
+ATLAS_RATE_LIMIT_STORAGE = _rate_limit_storage(REDIS_URL)
+# No inline scripts anywhere (data islands are application/json); plotly.js and Swagger UI set inline styles and
+# draw with data: images.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "font-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 LOGGING = {
     "version": 1,

@@ -251,3 +251,33 @@ def test_a_storage_shorter_than_its_tensor_is_refused(tmp_path: Path) -> None:
             target.writestr(name, data)
     with pytest.raises(CheckpointUnreadableError, match="has 32 bytes, not the 16 elements of F32"):
         torch_state_dict_read(path)
+
+
+def test_an_unknown_architecture_names_every_one_the_encoders_support(tmp_path: Path) -> None:
+    directory = sae_lens_dir(tmp_path / "sae", torch.float32)
+    cfg = json.loads((directory / CFG_FILENAME).read_text())
+    (directory / CFG_FILENAME).write_text(json.dumps({**cfg, "architecture": "matching_pursuit"}))
+    message = check_message(directory)
+    assert message.endswith(f"supported architectures: {', '.join(ARCHITECTURES)}")
+    assert "gated" in ARCHITECTURES
+
+
+def _state_running_code(marker: Path) -> object:
+    return {"encoder.weight": torch.zeros(D_SAE, D_IN), "payload": RunsCode(marker)}
+
+
+def _state_not_a_dict(marker: Path) -> object:
+    return [torch.zeros(D_SAE, D_IN)]
+
+
+@pytest.mark.parametrize("state", [_state_running_code, _state_not_a_dict])
+def test_a_refused_ae_pt_says_how_to_save_it_again_never_to_load_it_unsafely(tmp_path: Path, state: Any) -> None:
+    reference = factories.dictionary_learning_make("AutoEncoder", d_in=D_IN, d_sae=D_SAE)
+    directory = factories.dictionary_learning_write(tmp_path / "trainer_0", reference, dict_class="AutoEncoder")
+    marker = tmp_path / "ran"
+    torch.save(state(marker), directory / DICTIONARY_LEARNING_WEIGHTS_FILENAME)
+    message = check_message(directory)
+    assert "torch.save(ae.state_dict(), 'ae.pt')" in message
+    assert "cfg.json + sae_weights.safetensors" in message
+    assert "weights_only" not in message
+    assert not marker.exists()

@@ -144,3 +144,40 @@ def test_the_migration_counts_runs_published_before_counts_were_stored(listed_fe
     migration.count_published_runs(django_apps, None)
     run = DashboardRun.objects.get(pk=listed_features.published_run_id)
     assert (run.features_total, run.features_dead, run.features_dense) == (8, 3, 2)  # dense: 3 (0.25) and 6 (0.5)
+
+
+# Two features a page. Pages past the middle are read from the far end in the reverse order; they must hold
+# the same rows as reading from the start would. The dead features tie at density 0, broken by index.
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"sort": "density", "dead": "on"}, [[0, 1], [2, 7], [4, 5], [3, 6]]),
+        ({"sort": "density", "order": "desc", "dead": "on"}, [[6, 3], [5, 4], [7, 2], [1, 0]]),
+        ({"sort": "max_act", "dead": "on"}, [[0, 1], [2, 5], [6, 3], [7, 4]]),
+        ({"sort": "index", "order": "desc", "dead": "on"}, [[7, 6], [5, 4], [3, 2], [1, 0]]),
+        ({"sort": "density"}, [[7, 4], [5, 3], [6]]),
+        ({"sort": "index"}, [[3, 4], [5, 6], [7]]),
+    ],
+)
+def test_every_page_holds_its_share_of_the_sorted_listing(listed_features: Sae, settings: Any,
+                                                          params: dict[str, str], expected: list[list[int]]) -> None:
+    settings.ATLAS_FEATURES_PER_PAGE = 2
+    assert [listed(**params, page=str(number)) for number in range(1, len(expected) + 1)] == expected
+
+
+def test_density_ties_are_broken_by_index_on_every_page(listed_features: Sae, settings: Any) -> None:
+    listed_features.published_run.features.filter(index__in=[3, 5, 7]).update(frac_nonzero=0.01)  # type: ignore[union-attr]
+    settings.ATLAS_FEATURES_PER_PAGE = 2
+    assert [listed(sort="density", page=str(number)) for number in (1, 2, 3)] == [[4, 3], [5, 7], [6]]
+    assert [listed(sort="density", order="desc", page=str(number)) for number in (1, 2, 3)] == [[6, 7], [5, 3], [4]]
+
+
+def test_a_page_past_the_middle_is_read_from_the_far_end(listed_features: Sae, settings: Any) -> None:
+    settings.ATLAS_FEATURES_PER_PAGE = 2
+    listing = FeatureListing(sort=FeatureSort.DENSITY)
+    with CaptureQueriesContext(connection) as queries:
+        rows = [feature.index for feature in sae_features_page(listed_features, listing, 3)]
+    assert rows == [6]
+    [select] = [query["sql"] for query in queries.captured_queries if "ORDER BY" in query["sql"]]
+    assert '"frac_nonzero" DESC' in select
+    assert "OFFSET" not in select

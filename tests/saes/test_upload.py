@@ -267,6 +267,15 @@ def _zip_with_symlink(sae_dir: Path, tmp_path: Path) -> Upload:
     return {"archive": SimpleUploadedFile("sae.zip", buffer.getvalue())}, {}
 
 
+def _files_and_an_archive(sae_dir: Path, tmp_path: Path) -> Upload:
+    other = factories.sae_lens_write(tmp_path / "other", d_in=64, d_sae=32)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        for path in other.iterdir():
+            bundle.write(path, f"other/{path.name}")
+    return {**factories.sae_upload_files(sae_dir), "archive": SimpleUploadedFile("other.zip", buffer.getvalue())}, {}
+
+
 SPOILED_UPLOADS: dict[str, tuple[Callable[[Path, Path], Upload], list[str]]] = {
     "wrong shapes": (_wrong_shapes, ["W_dec", "[40,"]),
     "wrong tensor names": (_wrong_tensor_names, ["W_encoder", "W_enc"]),
@@ -274,7 +283,8 @@ SPOILED_UPLOADS: dict[str, tuple[Callable[[Path, Path], Upload], list[str]]] = {
     "not safetensors": (_not_safetensors, ["not a safetensors file"]),
     # The tiny model's d_model is 64 (asserted in the test).
     "d_in mismatch": (_d_in_mismatch, ["W_enc is [72, 32] but the model&#x27;s blocks.0.hook_resid_post has width 64"]),
-    "unknown hook": (_unknown_hook, ["has no hook named &#x27;blocks.9.hook_nope&#x27;"]),
+    "unknown hook": (_unknown_hook, ["has no hook named &#x27;blocks.9.hook_nope&#x27;; it has layers 0-1, and hook "
+                                     "names look like blocks.1.hook_resid_post"]),
     "broken cfg.json": (_broken_cfg, ["cfg.json is not valid JSON"]),
     "archive escaping its directory": (_archive_escaping_its_directory, ["unsafe path"]),
     "no files": (_no_files, ["Upload cfg.json and sae_weights.safetensors"]),
@@ -287,7 +297,10 @@ SPOILED_UPLOADS: dict[str, tuple[Callable[[Path, Path], Upload], list[str]]] = {
                                                                 "save it again"]),
     "unsupported dtype": (_integer_weights, ["tensor b_dec is stored as I64; supported dtypes: F32, F16, BF16"]),
     "unknown architecture": (_unknown_architecture, ["architecture &#x27;matching_pursuit&#x27; is not supported"]),
-    "ae.pt that would run code": (_code_running_pickle, ["ae.pt was refused", "would run code"]),
+    "ae.pt that would run code": (_code_running_pickle, ["ae.pt was refused", "would run code",
+                                                         "torch.save(ae.state_dict(), &#x27;ae.pt&#x27;)"]),
+    "files and an archive": (_files_and_an_archive, ["Send either cfg.json and the weights (cfg_file, weights_file), "
+                                                     "or one archive, not both"]),
     "tar escaping its directory": (_tar_escaping_its_directory, ["unsafe path"]),
     "tar with a symlink": (_tar_with_symlink, ["which is a link or special file"]),
     "zip with a symlink": (_zip_with_symlink, ["symbolic link"]),

@@ -69,3 +69,18 @@ def test_a_malformed_upload_by_api_is_named_and_leaves_nothing(
         assert html.unescape(words) in str(body["message"])
     _assert_nothing_stored(media_root)
     assert not Path("PWNED").exists()
+
+
+def test_the_account_page_says_its_keys_also_upload(logged_in_client: Client) -> None:
+    page = logged_in_client.get("/account/").content.decode()
+    assert "<code>POST /api/upload</code>" in page and "x-api-key" in page
+
+
+def test_files_and_an_archive_together_are_refused_naming_the_fields(
+    api_key: str, language_model: LanguageModel, dataset: Dataset, sae_dir: Path, tmp_path: Path, media_root: Path
+) -> None:
+    files, _ = SPOILED_UPLOADS["files and an archive"][0](sae_dir, tmp_path)
+    status, body = _upload(language_model, dataset, files, api_key)
+    assert (status, body["error"]) == (400, "bad_upload")
+    assert str(body["message"]).startswith("archive: Send either cfg.json and the weights (cfg_file, weights_file)")
+    _assert_nothing_stored(media_root)

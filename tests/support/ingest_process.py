@@ -40,7 +40,7 @@ def _setup(n_features: int) -> None:
     call_command("migrate", verbosity=0)
     from atlas.features.services import run_results_publish
     from bench.ingest import dashboards_synthetic
-    from bench.ingest_orm_baseline import records_make, run_make
+    from bench.records import records_make, run_make
     from workers.compute.params import DashboardParams
 
     sae = records_make(n_features, slug="restart")

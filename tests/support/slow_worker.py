@@ -1,6 +1,7 @@
-"""`celery` itself, with each model batch delayed by $ATLAS_TEST_BATCH_SLEEP seconds when it is set.
+"""`celery` itself, with each model batch delayed by $ATLAS_TEST_BATCH_SLEEP seconds and each merge by
+$ATLAS_TEST_MERGE_SLEEP seconds when they are set.
 
-Tests start workers through this module so that one can be killed in the middle of a shard; with no
+Tests start workers through this module so that one can be killed in the middle of a shard or a merge; with no
 delay it is the plain Celery command line.
 """
 
@@ -24,9 +25,22 @@ def _delay_batches(seconds: float) -> None:
     dashboard._hook_activations = slow
 
 
+def _delay_merges(seconds: float) -> None:
+    shards_check = dashboard._shards_check
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(seconds)
+        return shards_check(*args, **kwargs)
+
+    dashboard._shards_check = slow
+
+
 if __name__ == "__main__":
     delay = float(os.environ.get("ATLAS_TEST_BATCH_SLEEP") or 0)
     if delay:
         _delay_batches(delay)
+    merge_delay = float(os.environ.get("ATLAS_TEST_MERGE_SLEEP") or 0)
+    if merge_delay:
+        _delay_merges(merge_delay)
     sys.argv[0] = "celery"
     sys.exit(main())

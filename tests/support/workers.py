@@ -13,6 +13,9 @@ from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_SECONDS = 120
+# Short enough for a test to see a dead worker's shard recovered, long enough that a busy machine never makes a
+# live worker look dead.
+HEARTBEAT_SECONDS, STALE_SECONDS = 0.5, 5.0
 
 
 def _test_database_url() -> str:
@@ -28,6 +31,7 @@ def _test_database_url() -> str:
 @dataclass
 class Worker:
     process: subprocess.Popen[str]
+    name: str  # as `-n` gave it: "<queue>-<n>@%h"
     log: list[str] = field(default_factory=list)
 
 
@@ -62,19 +66,21 @@ class Workers:
             "ATLAS_LIVE_QUEUE": self.live_queue,
             "ATLAS_RUN_PROGRESS_SECONDS": "0",
             "ATLAS_TASK_RETRY_SECONDS": "0.2",
+            # A dead worker's step is recovered within seconds, not the default minutes; the broker's visibility
+            # timeout stays at its default of hours, so only the recovery sweep can hand the step out again.
+            "ATLAS_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
+            "ATLAS_SHARD_STALE_SECONDS": str(STALE_SECONDS),
+            "ATLAS_RECOVERY_SECONDS": str(HEARTBEAT_SECONDS),
         }
         self.started: list[Worker] = []
 
-    def start(self, *, batch_sleep: float = 0.0, visibility_timeout: int | None = None,
-              live_only: bool = False) -> Worker:
-        """A worker; batch_sleep slows its model pass so a test can catch it mid-shard (see slow_worker.py).
+    def start(self, *, batch_sleep: float = 0.0, merge_sleep: float = 0.0, live_only: bool = False) -> Worker:
+        """A worker; batch_sleep slows its model pass, merge_sleep the start of its merges, so a test can catch it
+        mid-shard or mid-merge (see slow_worker.py).
 
-        visibility_timeout: seconds after which this worker hands out again a task a dead worker took.
         live_only: serve live activations only, like `make live-worker`.
         """
-        env = {**self.env, "ATLAS_TEST_BATCH_SLEEP": str(batch_sleep)}
-        if visibility_timeout is not None:
-            env["ATLAS_TASK_VISIBILITY_TIMEOUT"] = str(visibility_timeout)
+        env = {**self.env, "ATLAS_TEST_BATCH_SLEEP": str(batch_sleep), "ATLAS_TEST_MERGE_SLEEP": str(merge_sleep)}
         name = f"{self.queue}-{len(self.started)}@%h"
         queues = self.live_queue if live_only else f"{self.queue},{self.live_queue}"
         process = subprocess.Popen(
@@ -82,7 +88,7 @@ class Workers:
              "--pool", "solo", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "-n", name],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
-        worker = Worker(process)
+        worker = Worker(process, name)
         self.started.append(worker)
         _wait_until_ready(worker)
         return worker

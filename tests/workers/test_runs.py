@@ -57,7 +57,7 @@ def test_a_shard_that_fails_once_is_retried_and_the_run_completes(run: Dashboard
         shard_execute(shard.pk)
     run.refresh_from_db()
     assert run.merge_queued and run.status == DashboardRun.Status.RUNNING
-    run_merge(run.pk, attempt=1)
+    run_merge(run.pk)
     run.refresh_from_db()
     assert run.status == DashboardRun.Status.SUCCEEDED, run.error
     assert run.features.count() == run.sae.d_sae
@@ -101,10 +101,10 @@ def test_a_merge_that_fails_is_retried_then_fails_the_run(run: DashboardRun, set
     shard_file = next((Path(settings.MEDIA_ROOT) / "runs" / str(run.pk)).glob("shard-1/active_keys.npy"))
     shard_file.unlink()
     with pytest.raises(RetryLater):
-        run_merge(run.pk, attempt=1)
+        run_merge(run.pk)
     run.refresh_from_db()
     assert run.status == DashboardRun.Status.RUNNING
-    run_merge(run.pk, attempt=2)
+    run_merge(run.pk)
     run.refresh_from_db()
     assert run.status == DashboardRun.Status.FAILED
     assert run.error.startswith("merging the shards failed after 2 attempts: FileNotFoundError")

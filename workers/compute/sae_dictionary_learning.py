@@ -13,6 +13,7 @@ from typing import Any
 from workers.compute.file_tensors import FileTensor
 from workers.compute.sae_errors import SaeFormatError
 from workers.compute.torch_checkpoint import (
+    RESAVE_ADVICE,
     CheckpointNotStateDictError,
     CheckpointRefusedError,
     CheckpointUnreadableError,
@@ -125,11 +126,14 @@ def state_dict_read(path: Path) -> dict[str, FileTensor]:
         return torch_state_dict_read(path)
     except CheckpointRefusedError as error:
         raise SaeFormatError(
-            f"{name} was refused: it is not a plain state dict of tensors and loading it would run code ({error})",
+            f"{name} was refused: it is not a plain state dict of tensors and loading it would run code ({error}); "
+            f"{RESAVE_ADVICE}",
             name,
         ) from error
     except CheckpointNotStateDictError as error:
-        raise SaeFormatError(f"{name} must hold a state dict (tensor names to tensors): {error}", name) from error
+        raise SaeFormatError(
+            f"{name} must hold a state dict (tensor names to tensors): {error}; {RESAVE_ADVICE}", name
+        ) from error
     except (CheckpointUnreadableError, OSError) as error:
         raise SaeFormatError(f"{name} is not a readable PyTorch state dict ({error}); is it complete?", name) from error
 

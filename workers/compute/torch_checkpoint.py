@@ -46,6 +46,15 @@ _LITERALS = frozenset({
 })
 
 
+# What someone whose file was refused can do. Never PyTorch's own advice to load with weights_only=False: that
+# turns off the one protection a pickle has, and a user of the site cannot choose how it loads files anyway.
+RESAVE_ADVICE = (
+    "save the weights alone, as plain tensors: torch.save(ae.state_dict(), 'ae.pt') (no module, optimizer or "
+    "custom objects), or convert the SAE to SAELens's cfg.json + sae_weights.safetensors "
+    "(safetensors.torch.save_file)"
+)
+
+
 class CheckpointError(ValueError):
     """A .pt file that is not read; the message says why, without the file's name (the caller adds it)."""
 

@@ -5,7 +5,7 @@ from typing import Self
 from pydantic import Field
 
 from atlas.explanations.models import DESCRIPTION_MAX_LENGTH, Explanation
-from atlas.jsonapi import FeatureIndex, Identifier, RequestSchema, ResponseSchema
+from atlas.jsonapi import NO_NUL_PATTERN, FeatureIndex, Identifier, RequestSchema, ResponseSchema
 
 
 class ExplanationOut(ResponseSchema):
@@ -42,4 +42,5 @@ class ExplanationNew(RequestSchema):
     layer: Identifier = Field(description="the SAE id, e.g. 5-res-demo")
     index: FeatureIndex
     # Its length is checked by explanation_create once whitespace is collapsed, so the schema only documents it.
-    description: str = Field(json_schema_extra={"minLength": 1, "maxLength": DESCRIPTION_MAX_LENGTH})
+    description: str = Field(json_schema_extra={"minLength": 1, "maxLength": DESCRIPTION_MAX_LENGTH,
+                                                "pattern": NO_NUL_PATTERN})

@@ -19,19 +19,20 @@ from atlas.features.schemas import (
     TextActivationOut,
 )
 from atlas.features.selectors import FeatureView, feature_detail, features_detail, features_offset
-from atlas.jsonapi import Identifier, error_responses
+from atlas.jsonapi import POSTGRES_INTEGER_MAX, Identifier, error_responses
+from atlas.ratelimit import LIVE_RATE
 from atlas.saes.models import Sae
 from atlas.saes.selectors import sae_get, saes_of_source_set
 
 router = Router(tags=["features"], by_alias=True)
-# Live answers wait on a worker: 502 when it fails, 503 when none answers in time.
-LIVE_ERRORS = error_responses(404, 502, 503)
+# Live answers wait on a worker: 502 when it fails, 503 when none answers in time; 429 over ATLAS_LIVE_RATE.
+LIVE_ERRORS = error_responses(404, 429, 502, 503)
 
 
 @router.get("/feature/{modelId}/{layer}/{int:index}", url_name="api-feature",
             response={200: FeatureOut, **error_responses(404)})
 def feature(request: HttpRequest, model_id: Annotated[Identifier, Path(alias="modelId")], layer: Identifier,
-            index: Annotated[int, Path(ge=0)]) -> HttpResponse:
+            index: Annotated[int, Path(ge=0, le=POSTGRES_INTEGER_MAX)]) -> HttpResponse:
     """One feature's dashboard in Neuronpedia's field names, with its explanations."""
     # The hot path: pydantic writes the JSON in one call, sparing ninja's validate, dump and encode round trip.
     body = FeatureOut.from_view(feature_detail(model_id, layer, index)).model_dump_json(by_alias=True)
@@ -73,6 +74,7 @@ def activation_new(request: HttpRequest, body: ActivationNew) -> TextActivationO
     index = body.feature.index
     if index >= sae.d_sae:
         raise NotFound(f"{sae} has features 0 to {sae.d_sae - 1}; there is no feature {index}.")
+    LIVE_RATE.check(request)
     live = feature_activations_live(sae=sae, index=index, text=body.custom_text)
     return TextActivationOut.from_live(sae, live, live.features[0])
 
@@ -92,7 +94,9 @@ def search_all(request: HttpRequest, body: SearchAll) -> SearchAllOut:
     """The features that fire most strongly on typed text, strongest first, computed by a worker."""
     found: list[TextActivationOut] = []
     tokens: list[str] = []
-    for sae in _search_saes(body):
+    saes = _search_saes(body)
+    LIVE_RATE.check(request)
+    for sae in saes:
         live = top_features_live(sae=sae, text=body.text, n_results=body.num_results)
         tokens = live.tokens
         found += [TextActivationOut.from_live(sae, live, feature) for feature in live.features]

@@ -11,7 +11,14 @@ from pydantic_core import PydanticCustomError
 from atlas.explanations.schemas import ExplanationOut
 from atlas.features.live import FeatureOnText, LiveActivations
 from atlas.features.selectors import ExampleView, FeatureView
-from atlas.jsonapi import FeatureIndex, Identifier, JsonInteger, RequestSchema, ResponseSchema
+from atlas.jsonapi import (
+    POSTGRES_INTEGER_MAX,
+    FeatureIndex,
+    Identifier,
+    JsonInteger,
+    RequestSchema,
+    ResponseSchema,
+)
 from atlas.saes.models import Sae
 
 # A bound on one POST /api/features, so a single request cannot ask the server to decode a whole SAE.
@@ -38,7 +45,9 @@ def _live_text(text: str) -> str:
 LiveText = Annotated[
     str,
     AfterValidator(_live_text),
-    Field(json_schema_extra={"minLength": 1, "maxLength": settings.ATLAS_LIVE_MAX_CHARACTERS, "pattern": r"\S"}),
+    # Some character that is not blank, and no NUL (RequestSchema refuses one).
+    Field(json_schema_extra={"minLength": 1, "maxLength": settings.ATLAS_LIVE_MAX_CHARACTERS,
+                             "pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$"}),
 ]
 def _default_if_null(wanted: object) -> object:
     """Null asks for the default, as a field left out does."""
@@ -60,7 +69,7 @@ FeatureLookups = Annotated[list[FeatureLookup], Field(min_length=1, max_length=F
 class FeaturesOffset(RequestSchema):
     model_id: Identifier = Field(validation_alias="modelId")
     layer: Identifier
-    offset: JsonInteger = Field(ge=0, description="the first index of the page")
+    offset: JsonInteger = Field(ge=0, le=POSTGRES_INTEGER_MAX, description="the first index of the page")
 
 
 class LiveFeature(RequestSchema):

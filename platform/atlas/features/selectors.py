@@ -245,15 +245,26 @@ def sae_features(sae: Sae, listing: FeatureListing) -> QuerySet[Feature]:
 
 
 class _CountedPaginator(Paginator):  # type: ignore[type-arg]  # not subscriptable at run time
-    """A Paginator given its count, so it need not count the rows."""
+    """A Paginator given its count, so it need not count the rows. Knowing it, a page past the middle is read
+    from the far end in the reverse order (the index breaks ties, so that order is the exact mirror): an OFFSET
+    walks the index up to the page, so no page then walks more than half of it (the last page, none)."""
 
     def __init__(self, object_list: QuerySet[Feature], per_page: int, count: int) -> None:
         super().__init__(object_list, per_page)
-        self.known_count = count
+        self.features, self.known_count = object_list, count
 
     @property
     def count(self) -> int:
         return self.known_count
+
+    def page(self, number: int | str) -> Page[Feature]:
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        top = self.count if bottom + self.per_page + self.orphans >= self.count else bottom + self.per_page
+        if bottom <= self.count - top:
+            return Page(self.features[bottom:top], number, self)
+        mirrored = self.features.reverse()[self.count - top:self.count - bottom]
+        return Page(list(reversed(mirrored)), number, self)
 
 
 def _listing_count(sae: Sae, listing: FeatureListing) -> int | None:

@@ -1,5 +1,5 @@
-"""JSON API for SAEs: uploading one (the upload form's fields as multipart/form-data, by x-api-key), and following
-a dashboard run's progress."""
+"""JSON API for SAEs: uploading one (the upload form's fields as multipart/form-data, by x-api-key), following
+a dashboard run's progress, and its owner's actions: cancel a run, run the SAE again, delete it."""
 
 from typing import Annotated, Any
 
@@ -7,13 +7,14 @@ from django import forms
 from django.http import HttpRequest
 from django.urls import reverse
 from ninja import Path, Router, Status
+from pydantic import Field
 
 from atlas.accounts.auth import ApiKeyAuth, ApiKeyRequest
-from atlas.jsonapi import ApiError, error_responses
+from atlas.jsonapi import ApiError, Identifier, ResponseSchema, error_responses
 from atlas.saes.forms import SaeUploadForm
 from atlas.saes.schemas import RunOut, UploadOut
-from atlas.saes.selectors import run_get
-from atlas.saes.services import SaeUploadError, sae_upload
+from atlas.saes.selectors import run_get, sae_get
+from atlas.saes.services import SaeUploadError, dashboard_run_again, dashboard_run_cancel, sae_delete, sae_upload
 
 router = Router(tags=["saes"], by_alias=True)
 
@@ -68,3 +69,44 @@ def upload(request: ApiKeyRequest) -> Status[UploadOut]:
 def run_status(request: HttpRequest, run_id: Annotated[int, Path(alias="runId")]) -> RunOut:
     """A dashboard run's status and progress, and each shard's; its quality metrics once computed."""
     return RunOut.from_run(run_get(run_id))
+
+
+# Owners' actions (the SAE's uploader, or staff; anyone else gets a 403): cancel a run, run the SAE again, delete it.
+OWNER_ERRORS = error_responses(401, 403, 404, 409)
+
+
+class SaeDeletedOut(ResponseSchema):
+    """What a delete removed."""
+
+    model_id: str = Field(serialization_alias="modelId")
+    layer: str = Field(description="the SAE id")
+    runs: int
+    features: int
+    explanations: int
+
+
+@router.post("/runs/{int:runId}/cancel", auth=ApiKeyAuth(), url_name="api-run-cancel",
+             response={200: RunOut, **OWNER_ERRORS})
+def run_cancel(request: ApiKeyRequest, run_id: Annotated[int, Path(alias="runId")]) -> RunOut:
+    """Cancel a run that has not finished (its workers stop within moments); 409 if it has finished. The SAE keeps
+    the dashboards it had published."""
+    return RunOut.from_run(dashboard_run_cancel(run=run_get(run_id), by=request.auth))
+
+
+@router.post("/sae/{modelId}/{layer}/rerun", auth=ApiKeyAuth(), url_name="api-sae-rerun",
+             response={201: RunOut, **OWNER_ERRORS})
+def sae_rerun(request: ApiKeyRequest, model_id: Annotated[Identifier, Path(alias="modelId")],
+              layer: Identifier) -> Status[RunOut]:
+    """Run the SAE again with its newest run's dataset, sequences and parameters, cancelling a run still going;
+    its published dashboards stay until the new run publishes."""
+    return Status(201, RunOut.from_run(dashboard_run_again(sae=sae_get(model_id, layer), by=request.auth)))
+
+
+@router.delete("/sae/{modelId}/{layer}", auth=ApiKeyAuth(), url_name="api-sae-delete",
+               response={200: SaeDeletedOut, **OWNER_ERRORS})
+def sae_remove(request: ApiKeyRequest, model_id: Annotated[Identifier, Path(alias="modelId")],
+               layer: Identifier) -> SaeDeletedOut:
+    """Delete the SAE, its runs, features and labels, and its files, cancelling a run still going."""
+    deleted = sae_delete(sae=sae_get(model_id, layer), by=request.auth)
+    return SaeDeletedOut(model_id=model_id, layer=layer, runs=deleted.runs, features=deleted.features,
+                         explanations=deleted.explanations)

@@ -51,6 +51,15 @@ class SaeUploadForm(forms.Form):
         required=False, initial=DashboardParams.context_after, min_value=0, max_value=1024
     )
 
+    def clean(self) -> dict[str, Any] | None:
+        cleaned = super().clean()
+        data = self.cleaned_data
+        if data.get("archive") and (data.get("cfg_file") or data.get("weights_file")):
+            # Unpacking the archive over the files would silently pick one of the two SAEs.
+            self.add_error("archive", "Send either cfg.json and the weights (cfg_file, weights_file), or one "
+                                      "archive, not both; leave out the one you did not mean to send.")
+        return cleaned
+
     def service_arguments(self) -> dict[str, Any]:
         """The cleaned fields as sae_upload's keyword arguments."""
         data = self.cleaned_data

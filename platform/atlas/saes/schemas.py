@@ -1,8 +1,10 @@
 """The JSON shapes of SAEs' runs and uploads: progress per run and shard, quality metrics, an upload's answer."""
 
 from datetime import datetime
-from typing import Self
+from typing import Any, Self
 
+from django.conf import settings
+from django.utils import timezone
 from pydantic import Field
 
 from atlas.jsonapi import ResponseSchema
@@ -66,12 +68,39 @@ class ShardOut(ResponseSchema):
     progress_done: int = Field(serialization_alias="progressDone")
     device: str
     error: str
+    worker: str = Field(description="the Celery worker (name@host) that computes or last computed the shard")
+    heartbeat: str | None = Field(json_schema_extra={"format": "date-time"},
+                                  description="when that worker last said it was alive")
+    silent_seconds: int | None = Field(
+        serialization_alias="silentSeconds",
+        description="seconds without a heartbeat, while the shard is running and they are more than "
+                    "ATLAS_SHARD_STALE_SECONDS (its worker has probably died; a sweep hands it to another); else null",
+    )
 
     @classmethod
-    def from_shard(cls, shard: DashboardShard) -> Self:
+    def from_shard(cls, shard: DashboardShard, now: datetime) -> Self:
         return cls(index=shard.index, first_sequence=shard.first_seq, sequences=shard.n_seqs,
                    status=TaskStatus(shard.status), attempts=shard.attempts, progress_done=shard.progress_done,
-                   device=shard.device, error=shard.error)
+                   device=shard.device, error=shard.error, worker=shard.worker,
+                   heartbeat=_isoformat(shard.heartbeat), silent_seconds=_silent_seconds(shard, now))
+
+
+def _silent_seconds(shard: DashboardShard, now: datetime) -> int | None:
+    if shard.status != TaskStatus.RUNNING or shard.heartbeat is None:
+        return None
+    silent = (now - shard.heartbeat).total_seconds()
+    return round(silent) if silent > settings.ATLAS_SHARD_STALE_SECONDS else None
+
+
+class RunEventOut(ResponseSchema):
+    """Something that happened to the run, such as a worker that stopped and the shard handed to another."""
+
+    at: str = Field(json_schema_extra={"format": "date-time"})
+    message: str
+
+    @classmethod
+    def from_json(cls, event: dict[str, Any]) -> Self:
+        return cls(at=str(event.get("at", "")), message=str(event.get("message", "")))
 
 
 class RunOut(ResponseSchema):
@@ -90,15 +119,18 @@ class RunOut(ResponseSchema):
     started: str | None = Field(json_schema_extra={"format": "date-time"})
     finished: str | None = Field(json_schema_extra={"format": "date-time"})
     shards: list[ShardOut]
+    events: list[RunEventOut] = Field(description="oldest first")
     metrics: RunMetricsOut
 
     @classmethod
     def from_run(cls, run: DashboardRun) -> Self:
+        now = timezone.now()
         return cls(
             id=run.pk, status=TaskStatus(run.status), phase=run.phase, progress_done=run.progress_done,
             progress_total=run.progress_total, tokens_total=run.tokens_total, device=run.device, error=run.error,
             created=run.created.isoformat(), started=_isoformat(run.started), finished=_isoformat(run.finished),
-            shards=[ShardOut.from_shard(shard) for shard in run_shards(run)],
+            shards=[ShardOut.from_shard(shard, now) for shard in run_shards(run)],
+            events=[RunEventOut.from_json(event) for event in run.events],
             metrics=RunMetricsOut.from_view(run_metrics_view(run)),
         )
 

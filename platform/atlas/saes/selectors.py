@@ -2,9 +2,11 @@
 
 from dataclasses import dataclass
 
+from django.contrib.auth.models import AnonymousUser, User
+
 from atlas.errors import NotFound
 from atlas.lms.models import LanguageModel
-from atlas.saes.models import DashboardRun, DashboardShard, RunMetrics, Sae
+from atlas.saes.models import FINISHED_STATUSES, DashboardRun, DashboardShard, RunMetrics, Sae
 
 # A feature active on more than this share of the run's tokens is dense (Neuronpedia's and SAELens's 10%).
 DENSE_FEATURE_FRACTION = 0.1
@@ -90,3 +92,37 @@ def run_get(run_id: int) -> DashboardRun:
 
 def run_shards(run: DashboardRun) -> list[DashboardShard]:
     return list(run.shards.order_by("index"))
+
+
+def sae_may_manage(sae: Sae, user: User | AnonymousUser) -> bool:
+    """Whether user may cancel the SAE's runs, run it again or delete it: its uploader, or staff."""
+    if not (user.is_authenticated and user.is_active):
+        return False
+    return user.is_staff or (sae.uploaded_by_id is not None and sae.uploaded_by_id == user.pk)
+
+
+def run_unfinished(run_id: int) -> bool:
+    """Whether the run is still being computed: not finished (succeeded, failed, cancelled) nor deleted."""
+    return DashboardRun.objects.filter(pk=run_id).exclude(status__in=FINISHED_STATUSES).exists()
+
+
+def sae_run_get(sae: Sae, run_id: int) -> DashboardRun:
+    run = sae.runs.filter(pk=run_id).first()
+    if run is None:
+        raise NotFound(f"{sae} has no run {run_id}; its page lists its newest run.")
+    return run
+
+
+@dataclass(frozen=True)
+class SaeHoldings:
+    """What deleting an SAE would remove, for the page that asks to confirm it."""
+
+    runs: int
+    features: int  # those of its published run: the rows of the runs it replaced are gone already
+    explanations: int
+
+
+def sae_holdings(sae: Sae) -> SaeHoldings:
+    published = sae.published_run
+    return SaeHoldings(runs=sae.runs.count(), features=(published.features_total or 0) if published else 0,
+                       explanations=sae.explanations.count())

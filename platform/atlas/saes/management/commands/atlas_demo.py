@@ -148,7 +148,7 @@ class Command(BaseCommand):
         live_worker = subprocess.Popen([*celery, "-Q", settings.ATLAS_LIVE_QUEUE, "-n", "live@%h"])
         web = subprocess.Popen(
             [str(Path(python).with_name("gunicorn")), "atlas.wsgi", "--pythonpath", "platform", "--bind", bind,
-             "--workers", "2", "--log-level", "warning"],
+             "--workers", "2", "--worker-class", "gthread", "--threads", "4", "--log-level", "warning"],
             cwd=settings.BASE_DIR,
         )
         time.sleep(3)  # both fail fast on a bad command line, and gunicorn binds its port first thing
