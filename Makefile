@@ -75,8 +75,8 @@ bench-vs-forward: $(VENV)/.dev
 bench-ingest: $(VENV)/.dev
 	$(PY) -m bench.ingest $(BENCH_INGEST_ARGS)
 
-# 100,000 synthetic features in a scratch database, atlas_bench_api (dropped after), served by gunicorn on loopback;
-# GET /api/feature and the feature page at a fixed rate from a second process. BENCH_API_ARGS passes flags.
+# 1,000,000 synthetic features in a scratch database, atlas_bench_api (dropped after), served by gunicorn on loopback;
+# GET /api/feature, the feature page and the SAE page (pages 1, 5,000 and last) at fixed rates from a second process. BENCH_API_ARGS passes flags.
 bench-api: $(VENV)/.base
 	$(PY) -m bench.api $(BENCH_API_ARGS)
 

@@ -70,7 +70,7 @@ class LoadResult:
 
 
 async def _status(port: int, path: str) -> bytes:
-    """One GET on a fresh connection (gunicorn's sync workers close it after each answer), read to the end."""
+    """One GET on a fresh connection (as a client without keep-alive would), read to the end."""
     reader, writer = await asyncio.open_connection(HOST, port)
     try:
         writer.write(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode())
@@ -303,7 +303,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each measured load")
     parser.add_argument("--sae-rate", type=float, default=10.0, help="requests per second for each SAE page")
     parser.add_argument("--sae-seconds", type=float, default=10.0, help="length of each SAE page's load")
-    parser.add_argument("--workers", type=int, default=3, help="gunicorn sync workers")
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes (gthread, 4 threads each)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds before a request counts as an error")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
