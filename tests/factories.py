@@ -309,3 +309,41 @@ def sae_uploaded(dataset: Dataset, sae_dir: Path, *, owner: AbstractUser | None,
 def media_files(root: Path) -> set[str]:
     """Every file under root, relative to it."""
     return {str(path.relative_to(root)) for path in root.rglob("*") if path.is_file()} if root.exists() else set()
+
+
+def sae_lens_write_busy(directory: Path, *, d_in: int, d_sae: int = 48) -> Path:
+    """sae_lens_write's SAE with no encoder bias, so that about half its features fire on each token."""
+    from safetensors.torch import load_file, save_file
+
+    weights_path = sae_lens_write(directory, d_in=d_in, d_sae=d_sae) / "sae_weights.safetensors"
+    weights = load_file(weights_path)
+    weights["b_enc"].zero_()
+    save_file(weights, weights_path)
+    return directory
+
+
+def live_sae_published(media_root: Path, language_model: LanguageModel, densities: dict[int, float], *,
+                       slug: str = "0-res-topk", d_sae: int = 48) -> Sae:
+    """A sae_lens_write_busy SAE whose files a worker loads, published with empty dashboards in which feature i has
+    density densities[i] (0 where not given) and max activation 1."""
+    files_dir = f"saes/{slug}"
+    sae_lens_write_busy(media_root / files_dir, d_in=language_model.d_model, d_sae=d_sae)
+    sae = sae_make(language_model, slug=slug, d_sae=d_sae, files_dir=files_dir)
+    dashboards = dashboards_empty(d_sae)
+    dashboards.max_act[:] = 1.0
+    for index, density in densities.items():
+        dashboards.frac_nonzero[index] = density
+    published_run_make(sae, dataset_make(language_model), dashboards)
+    sae.refresh_from_db()
+    return sae
+
+
+def vector_make(language_model: LanguageModel, owner: AbstractUser, *, values: list[float] | None = None,
+                layer: int = 1, hook_type: str = "hook_resid_pre", label: str = "joy - sorrow") -> Any:
+    """A stored vector (atlas.vectors), by the service the API calls; values default to 0.5 in every dimension."""
+    from atlas.vectors.services import vector_create
+
+    width = language_model.hook_widths[f"blocks.{layer}.{hook_type}"]
+    return vector_create(language_model_slug=language_model.slug, layer=layer, hook_type=hook_type,
+                         values=values if values is not None else [0.5] * width, label=label, default_strength=8.0,
+                         owner=owner)

@@ -47,6 +47,8 @@ def example(schema: dict[str, Any], name: str | None = None) -> Any:
         return KNOWN_VALUES[name]
     if "oneOf" in schema:
         return example(schema["oneOf"][0], name)
+    if "enum" in schema:
+        return schema["enum"][0]
     kind = schema.get("type")
     if kind == "object":
         wanted = [*schema.get("required", []), *schema.get("anyOf", [{}])[0].get("required", [])]
@@ -112,11 +114,18 @@ def _integer_cases() -> list[tuple[str, str, str]]:
             ("digit string of 5000", json.dumps(HUGE_INTEGER), "")]
 
 
+def _number_cases() -> list[tuple[str, str, str]]:
+    """A float field's: any finite JSON number is one, so only what is not a number, or not a finite one."""
+    return [(what, raw, "number" if word == "integer" else word) for what, raw, word in _integer_cases()
+            if what not in {"2**63", "-2**63", "fraction"}]
+
+
 def _field_cases() -> Iterator[Any]:
     for path, method, operation in JSON_ROUTES:
         body = body_example(operation)
         for at, value in leaves(body):
-            cases = _string_cases() if isinstance(value, str) else _integer_cases()
+            cases = (_string_cases() if isinstance(value, str) else
+                     _number_cases() if isinstance(value, float) else _integer_cases())
             for what, raw, word in cases:
                 marker = "__HOSTILE__"
                 text = json.dumps(replaced(body, at, marker)).replace(json.dumps(marker), raw)

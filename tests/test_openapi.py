@@ -40,7 +40,7 @@ def test_every_api_route_is_in_the_document(document: dict[str, Any]) -> None:
     routes = {openapi_path(str(pattern.pattern)) for pattern in api_urlpatterns
               if pattern.name and pattern.name not in NOT_ENDPOINTS}
     assert routes == set(document["paths"])
-    assert len(routes) == 11
+    assert len(routes) == 16
 
 
 def test_features_carry_neuronpedias_field_names(document: dict[str, Any]) -> None:
@@ -66,6 +66,9 @@ def test_request_bodies_take_neuronpedias_names(document: dict[str, Any]) -> Non
     assert schema_fields(document, "LiveFeature") == {"modelId", "source", "index"}
     assert schema_fields(document, "SearchAll") == {"modelId", "source", "sourceSet", "text", "numResults"}
     assert schema_fields(document, "ExplanationNew") == {"modelId", "layer", "index", "description"}
+    assert schema_fields(document, "VectorNew") == {
+        "modelId", "layerNumber", "hookType", "vector", "vectorDefaultSteerStrength", "vectorLabel"}
+    assert schema_fields(document, "VectorAddress") == {"modelId", "source", "index"}
 
 
 def test_an_index_is_a_number_or_a_string_of_digits(document: dict[str, Any]) -> None:
@@ -88,7 +91,8 @@ def test_writes_need_the_api_key_and_reads_do_not(document: dict[str, Any]) -> N
     secured = {path for path, operations in document["paths"].items()
                for operation in operations.values() if operation.get("security")}
     assert secured == {"/api/explanation/new", "/api/upload", "/api/runs/{runId}/cancel",
-                       "/api/sae/{modelId}/{layer}/rerun", "/api/sae/{modelId}/{layer}"}
+                       "/api/sae/{modelId}/{layer}/rerun", "/api/sae/{modelId}/{layer}", "/api/vector/new",
+                       "/api/vector/delete", "/api/vector/list-owned"}
 
 
 def test_every_operation_documents_its_errors_as_json(document: dict[str, Any]) -> None:

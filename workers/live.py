@@ -3,7 +3,14 @@
 from typing import Any
 
 from atlas.saes.models import Sae
-from workers.compute.live import LiveTextError, TextActivations, feature_activations_on_text, top_features_on_text
+from workers.compute.live import (
+    LiveTextError,
+    TextActivations,
+    TokenTopFeatures,
+    feature_activations_on_text,
+    top_features_by_token,
+    top_features_on_text,
+)
 from workers.loaded import language_model_loaded, sae_loaded, worker_device
 
 
@@ -30,6 +37,30 @@ def text_activations_compute(*, sae_id: int, text: str, feature: int | None, n_r
 def _text_activations_payload(found: TextActivations) -> dict[str, Any]:
     return {
         "tokenIds": found.token_ids.tolist(),
+        "features": found.features.tolist(),
+        "values": found.values.astype(float).tolist(),
+    }
+
+
+def top_features_by_token_compute(*, sae_id: int, text: str, n_results: int) -> dict[str, Any]:
+    """Each token's n_results strongest features on the text, as plain lists for the result backend, or
+    {"error": message} for text that cannot be run."""
+    sae = Sae.objects.select_related("language_model").filter(pk=sae_id).first()
+    if sae is None:
+        return {"error": f"SAE {sae_id} no longer exists."}
+    device = worker_device()
+    model = language_model_loaded(sae.language_model, device)
+    try:
+        found = top_features_by_token(model, sae_loaded(sae, device), sae.hook_name, text, n_results)
+    except LiveTextError as error:
+        return {"error": str(error)}
+    return _top_features_by_token_payload(found)
+
+
+def _top_features_by_token_payload(found: TokenTopFeatures) -> dict[str, Any]:
+    return {
+        "tokenIds": found.token_ids.tolist(),
+        "special": found.special.tolist(),
         "features": found.features.tolist(),
         "values": found.values.astype(float).tolist(),
     }

@@ -10,6 +10,7 @@ from celery import shared_task, signals
 from django.conf import settings
 
 from workers.attempts import RetryLater
+from workers.compute.steer_types import SteerRefusal, SteerRequest, SteerResponse
 
 # The one retry policy of a run's steps (workers.attempts): a step raises RetryLater while tries are left, and
 # counts them itself in its row (a redelivered or recovered task is a try Celery does not count), so Celery's
@@ -52,6 +53,14 @@ def text_activations(sae_id: int, text: str, feature: int | None, n_results: int
     return text_activations_compute(sae_id=sae_id, text=text, feature=feature, n_results=n_results)
 
 
+# Waited for as text_activations is, so acknowledged on receipt too.
+@shared_task(name="workers.tasks.text_top_features_by_token", acks_late=False)
+def text_top_features_by_token(sae_id: int, text: str, n_results: int) -> dict[str, Any]:
+    from workers.live import top_features_by_token_compute
+
+    return top_features_by_token_compute(sae_id=sae_id, text=text, n_results=n_results)
+
+
 # Every worker process sweeps for steps whose worker died (workers.heartbeat): `make worker`, `make live-worker`,
 # the compose services and the demo's workers all start it, with nothing else to run.
 @signals.worker_ready.connect
@@ -66,3 +75,11 @@ def _recovery_sweep_stop(**_: Any) -> None:
     from workers.heartbeat import sweeper_stop
 
     sweeper_stop()
+
+
+# Sent to the live queue and waited for as text_activations is, so acknowledged on receipt too.
+@shared_task(name="workers.tasks.steer_generate", acks_late=False)
+def steer_generate(request: SteerRequest) -> SteerResponse | SteerRefusal:
+    from workers.steer import steer_compute
+
+    return steer_compute(request)

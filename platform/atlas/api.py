@@ -32,6 +32,8 @@ from atlas.middleware import too_big_message
 from atlas.ratelimit import RateLimited
 from atlas.saes.api import router as saes_router
 from atlas.saes.services import SaeActionConflict, SaeActionForbidden
+from atlas.vectors.api import router as vectors_router
+from atlas.vectors.services import VectorForbidden, VectorRefused
 
 View = Callable[..., HttpResponseBase]
 # Errors the apps raise, and the answer each becomes wherever it is raised.
@@ -43,6 +45,8 @@ ERROR_ANSWERS: dict[type[Exception], tuple[int, str]] = {
     WorkerUnavailable: (503, "no_worker"),
     SaeActionForbidden: (403, "forbidden"),
     SaeActionConflict: (409, "conflict"),
+    VectorRefused: (400, "bad_request"),
+    VectorForbidden: (403, "forbidden"),
 }
 DESCRIPTION = (
     "Neuronpedia-compatible reads (public) and writes (an API key from /account/ in the x-api-key header). "
@@ -77,6 +81,7 @@ api = AtlasApi(title="SAE Atlas API", version="1", description=DESCRIPTION, docs
 api.add_router("", features_router)
 api.add_router("", explanations_router)
 api.add_router("", saes_router)
+api.add_router("", vectors_router)
 
 
 @api.exception_handler(ValidationError)

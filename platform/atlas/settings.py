@@ -96,11 +96,12 @@ INSTALLED_APPS = [
     "atlas.features",
     "atlas.explanations",
     "atlas.accounts",
+    "atlas.vectors",
     # For the API docs page (/api/docs): ninja's templates and its Swagger UI files, served here, not from a CDN.
     "ninja",
 ]
 MIGRATION_MODULES = {
-    app: f"migrations.{app}" for app in ("lms", "datasets", "saes", "features", "explanations", "accounts")
+    app: f"migrations.{app}" for app in ("lms", "datasets", "saes", "features", "explanations", "accounts", "vectors")
 }
 
 MIDDLEWARE = [

@@ -11,6 +11,7 @@ from atlas.datasets import views as dataset_views
 from atlas.explanations import views as explanation_views
 from atlas.features import views
 from atlas.saes import views as sae_views
+from atlas.vectors import views as vector_views
 
 # The JSON API (atlas.api: every endpoint with or without a trailing slash), then a JSON 404 for any other /api/
 # path, so that clients never get an HTML page.
@@ -34,6 +35,11 @@ urlpatterns = [
     path("upload/", sae_views.upload, name="upload"),
     path("datasets/new/", dataset_views.dataset_new, name="dataset-new"),
     path("", views.home, name="home"),
+    # A vector's address has a feature's shape, under a source id no SAE may take (atlas.vectors.models).
+    re_path(r"^(?P<model_id>[-\w.]+)/(?P<source>\d+-vectors-resid-(?:pre|post))/(?P<index>\d{1,9})/?$",
+            vector_views.vector_page, name="vector"),
+    re_path(r"^(?P<model_id>[-\w.]+)/(?P<source>\d+-vectors-resid-(?:pre|post))/(?P<index>\d{1,9})/delete$",
+            vector_views.vector_remove, name="vector-delete"),
     path("<slug:model_id>/<slug:sae_id>/", views.sae_page, name="sae"),
     path("<slug:model_id>/<slug:sae_id>/runs/<int:run_id>/cancel", sae_views.run_cancel, name="run-cancel"),
     path("<slug:model_id>/<slug:sae_id>/rerun", sae_views.sae_rerun, name="sae-rerun"),

@@ -10,9 +10,13 @@ import pytest
 import requests
 from neuronpedia.requests.base_request import NPRequest
 from neuronpedia.requests.sae_feature_request import SAEFeatureRequest
+from neuronpedia.requests.vector_request import VectorRequest
 from pytest_django.live_server_helper import LiveServer
 
+from atlas.accounts.services import api_key_create
 from atlas.features.models import Feature
+from atlas.lms.models import LanguageModel
+from tests import factories
 
 FEATURE = ("tiny-llama", "0-res-8", "3")
 # Reads are public; the client refuses to send a request without some key.
@@ -102,3 +106,28 @@ def test_client_reads_the_page_examples(feature_json: dict[str, Any], feature_pa
                 for activation in feature_json["activations"]]
     assert page_examples(feature_page) == from_api
     assert len(from_api) == 2
+
+
+def test_client_stores_reads_lists_and_deletes_a_vector(live_server: LiveServer, monkeypatch: pytest.MonkeyPatch,
+                                                        language_model: LanguageModel) -> None:
+    """VectorRequest.new / get / get_owned / delete, unmodified, against a live server; NPVector's fields agree with
+    what Atlas's own API answers."""
+    monkeypatch.setattr(NPRequest, "BASE_URL", f"{live_server.url}/api")
+    client = VectorRequest(api_key=api_key_create(user=factories.user_make("carol")).secret)
+    values = [(position % 5 - 2) / 8 for position in range(language_model.d_model)]
+    made = client.new(label="joy - sorrow", model_id="tiny-llama", layer_num=1, hook_type="hook_resid_post",
+                      vector=values, default_steer_strength=20)
+    assert (made.model_id, made.source, made.label, made.hook_name, made.values, made.default_steer_strength) == (
+        "tiny-llama", "1-vectors-resid-post", "joy - sorrow", "blocks.1.hook_resid_post", values, 20)
+    assert made.url == f"{live_server.url}/tiny-llama/1-vectors-resid-post/{made.index}"
+    assert requests.get(made.url, timeout=10).status_code == 200
+    read = client.get("tiny-llama", made.source, made.index)
+    assert read == made
+    own = requests.post(f"{live_server.url}/api/vector/get", timeout=10,
+                        json={"modelId": "tiny-llama", "source": made.source, "index": made.index}).json()["vector"]
+    assert (own["index"], own["vector"], own["vectorLabel"]) == (read.index, read.values, read.label)
+    assert client.get_owned() == [made]
+    client.delete(made)
+    assert client.get_owned() == []
+    with pytest.raises(requests.exceptions.HTTPError, match="not found"):
+        client.get("tiny-llama", made.source, made.index)

@@ -1,4 +1,5 @@
-"""Text a user types, run through the model and SAE: each token's activations of one feature, or the top features.
+"""Text a user types, run through the model and SAE: each token's activations of one feature, the top features,
+or each token's own top features.
 
 The text is tokenized as the datasets are (BOS, then the text without special tokens), so a feature sees
 it as it saw the dashboards' sequences. BOS is returned with its activation but counts nowhere, as in the
@@ -95,4 +96,42 @@ def top_features_on_text(
         token_ids=tokens[0].numpy(),
         features=features[fired].numpy(),
         values=values[fired].numpy().astype(np.float32),
+    )
+
+
+@dataclass(frozen=True)
+class TokenTopFeatures:
+    """Each token's strongest features on one text (BOS included: the caller decides what to show)."""
+
+    token_ids: npt.NDArray[np.int64]  # [T], BOS first
+    special: npt.NDArray[np.bool_]  # [T]: the token is one of the tokenizer's special tokens
+    features: npt.NDArray[np.int64]  # [T, k] feature indices, strongest first (the lower index first on ties)
+    values: npt.NDArray[np.float32]  # [T, k]; where fewer than k features fire, the rest are 0
+
+
+def top_features_by_token(
+    model: HookedTransformer, sae: SparseAutoencoder, hook_name: str, text: str, k: int
+) -> TokenTopFeatures:
+    """Each token's k strongest features (k at most d_sae). The SAE is encoded a slice of features at a time and
+    each token keeps its k best so far, so memory stays O(T x k) beyond one slice, whatever d_sae."""
+    tokens = text_tokens(model, text)
+    n_tokens, k = tokens.shape[1], min(k, sae.d_sae)
+    with torch.inference_mode():
+        hook_in = _hook_input(model, sae, hook_name, tokens)
+        values = torch.zeros((n_tokens, 0), device=hook_in.device)
+        features = torch.zeros((n_tokens, 0), dtype=torch.int64, device=hook_in.device)
+        for part in _feature_slices(sae.d_sae, n_tokens):
+            acts = sae.encode_features(hook_in, part.start, part.stop).float()  # [T, f]
+            indices = torch.arange(part.start, part.stop, device=hook_in.device).expand(n_tokens, -1)
+            # The best so far come first and hold lower indices, so a stable sort keeps the lower index on ties.
+            values, features = torch.cat([values, acts], dim=1), torch.cat([features, indices], dim=1)
+            order = values.sort(dim=1, descending=True, stable=True).indices[:, :k]
+            values, features = values.gather(1, order), features.gather(1, order)
+    special_ids = torch.tensor(sorted(set(model.tokenizer.all_special_ids)) if model.tokenizer else [],
+                               dtype=torch.int64)
+    return TokenTopFeatures(
+        token_ids=tokens[0].numpy(),
+        special=torch.isin(tokens[0], special_ids).numpy(),
+        features=features.cpu().numpy(),
+        values=values.cpu().numpy().astype(np.float32),
     )

@@ -1,5 +1,5 @@
 """JSON API for features: one in Neuronpedia's field names, several, a page by offset, and live activations of
-typed text (one feature, or the SAE's strongest features)."""
+typed text (one feature, the SAE's strongest features, or each token's strongest features)."""
 
 from typing import Annotated
 
@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Body, Path, Router
 
 from atlas.errors import NotFound
-from atlas.features.live import feature_activations_live, top_features_live
+from atlas.features.live import feature_activations_live, tokens_shown, top_features_by_token_live, top_features_live
 from atlas.features.schemas import (
     ActivationNew,
     FeatureLookup,
@@ -17,9 +17,13 @@ from atlas.features.schemas import (
     SearchAll,
     SearchAllOut,
     TextActivationOut,
+    TokenTopFeaturesOut,
+    TopkByToken,
+    TopkByTokenOut,
 )
-from atlas.features.selectors import FeatureView, feature_detail, features_detail, features_offset
+from atlas.features.selectors import FeatureView, feature_detail, features_brief, features_detail, features_offset
 from atlas.jsonapi import POSTGRES_INTEGER_MAX, Identifier, error_responses
+from atlas.lms.selectors import language_models_list
 from atlas.ratelimit import LIVE_RATE
 from atlas.saes.models import Sae
 from atlas.saes.selectors import sae_get, saes_of_source_set
@@ -102,3 +106,29 @@ def search_all(request: HttpRequest, body: SearchAll) -> SearchAllOut:
         found += [TextActivationOut.from_live(sae, live, feature) for feature in live.features]
     found.sort(key=lambda result: -result.max_value)
     return SearchAllOut(tokens=tokens, result=found[: body.num_results])
+
+
+def _sae_in_body(model_id: str, source: str) -> Sae:
+    """An unknown model or SAE is a 404 as on every endpoint (a body the schema takes is never a 400), with a message
+    naming the field."""
+    try:
+        return sae_get(model_id, source)
+    except NotFound as error:
+        if any(model.slug == model_id for model in language_models_list()):
+            raise NotFound(f"'source' names no SAE of the model: {error}") from error
+        raise NotFound(f"'modelId' names no model: {error}") from error
+
+
+@router.post("/search-topk-by-token", url_name="api-search-topk-by-token",
+             response={200: TopkByTokenOut, **LIVE_ERRORS})
+def search_topk_by_token(request: HttpRequest, body: TopkByToken) -> TopkByTokenOut:
+    """Each token's strongest features on typed text, computed by a worker, with each feature's published density
+    and newest label, as Neuronpedia's search-topk-by-token answers."""
+    sae = _sae_in_body(body.model_id, body.source)
+    LIVE_RATE.check(request)
+    tokens = top_features_by_token_live(sae=sae, text=body.text, n_results=body.num_results)
+    briefs = features_brief(sae, {index for token in tokens for index, _ in token.features})
+    densities = {index: brief.feature.frac_nonzero for index, brief in briefs.items()}
+    shown = tokens_shown(tokens, ignore_bos=body.ignore_bos, densities=densities,
+                         density_threshold=body.density_threshold)
+    return TopkByTokenOut(source=sae.slug, results=[TokenTopFeaturesOut.from_live(token, briefs) for token in shown])

@@ -5,7 +5,7 @@ result backend; the task expires at the same moment, so a worker that starts lat
 answer nobody is waiting for.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from celery.exceptions import TimeoutError as CeleryTimeoutError
@@ -16,6 +16,7 @@ from atlas.lms.selectors import tokens_text, vocabulary_for
 from atlas.saes.models import Sae
 
 LIVE_TASK = "workers.tasks.text_activations"
+TOP_BY_TOKEN_TASK = "workers.tasks.text_top_features_by_token"
 
 
 class LiveActivationError(Exception):
@@ -50,6 +51,16 @@ class FeatureOnText:
 
 
 @dataclass(frozen=True)
+class TokenFeatures:
+    """One token of typed text and the features that fire most strongly on it."""
+
+    position: int  # in the text's tokens, BOS at 0
+    token: str
+    is_special: bool  # one of the tokenizer's special tokens (BOS among them)
+    features: list[tuple[int, float]]  # (index, activation), strongest first; only features that fire
+
+
+@dataclass(frozen=True)
 class LiveActivations:
     tokens: list[str]  # BOS first, as the vocabulary shows them
     features: list[FeatureOnText]
@@ -61,9 +72,9 @@ def no_worker_message() -> str:
             f"dashboard run answers when its shard ends).")
 
 
-def _worker_answer(**task_kwargs: Any) -> dict[str, Any]:
+def _worker_answer(task: str = LIVE_TASK, **task_kwargs: Any) -> dict[str, Any]:
     timeout = settings.ATLAS_LIVE_TIMEOUT_SECONDS
-    result = celery_app.send_task(LIVE_TASK, kwargs=task_kwargs, queue=settings.ATLAS_LIVE_QUEUE, expires=timeout)
+    result = celery_app.send_task(task, kwargs=task_kwargs, queue=settings.ATLAS_LIVE_QUEUE, expires=timeout)
     try:
         answer = result.get(timeout=timeout, propagate=False)
     except CeleryTimeoutError as error:
@@ -93,3 +104,27 @@ def top_features_live(*, sae: Sae, text: str, n_results: int) -> LiveActivations
     """The SAE's features that fire most strongly on text (BOS aside), strongest first, computed by a worker."""
     answer = _worker_answer(sae_id=sae.pk, text=text, feature=None, n_results=n_results)
     return _live_activations(sae, answer)
+
+
+def top_features_by_token_live(*, sae: Sae, text: str, n_results: int) -> list[TokenFeatures]:
+    """Each token's (at most) n_results strongest features on text, BOS first, computed by a worker."""
+    answer = _worker_answer(TOP_BY_TOKEN_TASK, sae_id=sae.pk, text=text, n_results=n_results)
+    tokens = tokens_text(vocabulary_for(sae.language_model), answer["tokenIds"])
+    rows = zip(tokens, answer["special"], answer["features"], answer["values"], strict=True)
+    return [
+        TokenFeatures(position, token, special, [(index, value) for index, value in zip(indices, values,
+                                                                                     strict=True) if value > 0])
+        for position, (token, special, indices, values) in enumerate(rows)
+    ]
+
+
+def tokens_shown(tokens: list[TokenFeatures], *, ignore_bos: bool, densities: dict[int, float],
+                 density_threshold: float) -> list[TokenFeatures]:
+    """As Neuronpedia filters its answer: with ignore_bos, no BOS nor other special token; with a threshold above 0,
+    only features whose published density is above 0 and at most the threshold (so none unpublished)."""
+    if ignore_bos:
+        tokens = [token for token in tokens if token.position > 0 and not token.is_special]
+    if density_threshold <= 0:
+        return tokens
+    return [replace(token, features=[(index, value) for index, value in token.features
+                                     if 0 < densities.get(index, 0.0) <= density_threshold]) for token in tokens]

@@ -4,13 +4,13 @@ the bodies the feature endpoints take."""
 from typing import Annotated, Self
 
 from django.conf import settings
-from pydantic import AfterValidator, AliasChoices, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AliasChoices, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from atlas.explanations.schemas import ExplanationOut
-from atlas.features.live import FeatureOnText, LiveActivations
-from atlas.features.selectors import ExampleView, FeatureView
+from atlas.features.live import FeatureOnText, LiveActivations, TokenFeatures
+from atlas.features.selectors import ExampleView, FeatureBrief, FeatureView
 from atlas.jsonapi import (
     POSTGRES_INTEGER_MAX,
     FeatureIndex,
@@ -26,6 +26,11 @@ FEATURES_PER_REQUEST = 100
 # POST /api/search-all returns this many features unless numResults says otherwise, and never more than the max.
 SEARCH_RESULTS_DEFAULT = 20
 SEARCH_RESULTS_MAX = 100
+# POST /api/search-topk-by-token's defaults and bound, Neuronpedia's: features per token, and the density above
+# which a feature is left out (0 leaves none out).
+TOPK_BY_TOKEN_DEFAULT = 10
+TOPK_BY_TOKEN_MAX = 20
+DENSITY_THRESHOLD_DEFAULT = 0.01
 # Neuronpedia calls an SAE `source` in live requests and `layer` elsewhere; either is taken.
 SOURCE_NAMES = AliasChoices("source", "layer")
 
@@ -55,6 +60,36 @@ def _default_if_null(wanted: object) -> object:
 
 
 ResultsWanted = Annotated[JsonInteger, BeforeValidator(_default_if_null)]
+
+
+def _null_means(default: object) -> BeforeValidator:
+    """Null asks for the default, as a field left out does."""
+    return BeforeValidator(lambda wanted: default if wanted is None else wanted)
+
+
+def _density_number(value: object) -> object:
+    """A JSON number (not a bool, nor an integer too long to read); null asks for the default."""
+    if value is None:
+        return DENSITY_THRESHOLD_DEFAULT
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError("density_type", "must be a number from 0 (no filter) up to, but not including, 1")
+    return float(value)
+
+
+def _density_range(value: float) -> float:
+    if not 0 <= value < 1:
+        raise PydanticCustomError("density_range", "is {value}; send 0 (no filter) or a density above 0 and below 1",
+                                  {"value": value})
+    return value
+
+
+# Neuronpedia's densityThreshold: features active on more than this share of tokens are left out; 0 keeps them all.
+DensityThreshold = Annotated[
+    float,
+    Field(json_schema_extra={"type": "number", "minimum": 0, "exclusiveMaximum": 1}),
+    BeforeValidator(_density_number),
+    AfterValidator(_density_range),
+]
 
 
 class FeatureLookup(RequestSchema):
@@ -104,6 +139,22 @@ class SearchAll(RequestSchema):
             raise PydanticCustomError("source_missing", "send 'source' (one SAE) or 'sourceSet' (SAEs named "
                                                         "<layer>-<set>)")
         return self
+
+
+class TopkByToken(RequestSchema):
+    """Typed text, one SAE: each token's strongest features, as Neuronpedia's search-topk-by-token takes it."""
+
+    model_id: Identifier = Field(validation_alias="modelId")
+    source: Identifier = Field(validation_alias=SOURCE_NAMES, description="the SAE id; `layer` is taken too")
+    text: LiveText
+    num_results: Annotated[JsonInteger, _null_means(TOPK_BY_TOKEN_DEFAULT)] = Field(
+        TOPK_BY_TOKEN_DEFAULT, ge=1, le=TOPK_BY_TOKEN_MAX, validation_alias="numResults",
+        description="features per token")
+    ignore_bos: Annotated[StrictBool, _null_means(True)] = Field(
+        True, validation_alias="ignoreBos", description="leave out BOS and the tokenizer's other special tokens")
+    density_threshold: DensityThreshold = Field(
+        DENSITY_THRESHOLD_DEFAULT, validation_alias="densityThreshold",
+        description="leave out features denser than this (and those with no published density); 0: no filter")
 
 
 class ActivationOut(ResponseSchema):
@@ -222,3 +273,57 @@ class TextActivationOut(ResponseSchema):
 class SearchAllOut(ResponseSchema):
     tokens: list[str] = Field(description="BOS first")
     result: list[TextActivationOut] = Field(description="the features, strongest first")
+
+
+class TopkFeatureOut(ResponseSchema):
+    """A published feature in brief, under FeatureOut's names, with its newest label (if any)."""
+
+    model_id: str = Field(serialization_alias="modelId")
+    layer: str = Field(description="the SAE id")
+    index: int
+    hook_name: str = Field(serialization_alias="hookName")
+    max_act_approx: float = Field(serialization_alias="maxActApprox")
+    frac_nonzero: float = Field(description="the share of tokens the feature is active on")
+    explanations: list[ExplanationOut] = Field(description="the newest label, if the feature has one")
+
+    @classmethod
+    def from_brief(cls, brief: FeatureBrief) -> Self:
+        return cls(
+            model_id=brief.sae.language_model.slug,
+            layer=brief.sae.slug,
+            index=brief.feature.index,
+            hook_name=brief.sae.hook_name,
+            max_act_approx=brief.feature.max_act,
+            frac_nonzero=brief.feature.frac_nonzero,
+            explanations=[ExplanationOut.from_explanation(brief.explanation)] if brief.explanation else [],
+        )
+
+
+class TokenFeatureOut(ResponseSchema):
+    activation_value: float = Field(serialization_alias="activationValue")
+    feature_index: int = Field(serialization_alias="featureIndex")
+    feature: TopkFeatureOut | None = Field(description="null where the SAE has no published dashboards")
+
+
+class TokenTopFeaturesOut(ResponseSchema):
+    position: int = Field(description="the token's place in the text's tokens, BOS at 0")
+    token: str
+    is_special: bool = Field(serialization_alias="isSpecial", description="one of the tokenizer's special tokens")
+    top_features: list[TokenFeatureOut] = Field(serialization_alias="topFeatures",
+                                                description="strongest first; only features that fire")
+
+    @classmethod
+    def from_live(cls, token: TokenFeatures, briefs: dict[int, FeatureBrief]) -> Self:
+        return cls(
+            position=token.position,
+            token=token.token,
+            is_special=token.is_special,
+            top_features=[TokenFeatureOut(activation_value=value, feature_index=index,
+                                          feature=TopkFeatureOut.from_brief(briefs[index]) if index in briefs else None)
+                          for index, value in token.features],
+        )
+
+
+class TopkByTokenOut(ResponseSchema):
+    source: str = Field(description="the SAE id")
+    results: list[TokenTopFeaturesOut]

@@ -178,6 +178,28 @@ def features_detail(sae: Sae, indices: Iterable[int]) -> list[FeatureView]:
     return [_feature_view(sae, feature, vocabulary, explanations.get(feature.index, [])) for feature in features]
 
 
+@dataclass(frozen=True)
+class FeatureBrief:
+    """A published feature's numbers and newest label, without its dashboard: what a list of many shows."""
+
+    sae: Sae
+    feature: Feature  # index, frac_nonzero and max_act loaded
+    explanation: Explanation | None
+
+
+def features_brief(sae: Sae, indices: Iterable[int]) -> dict[int, FeatureBrief]:
+    """The published features of one SAE at these indices, by index; indices it lacks (or an SAE with no
+    published run) are left out. The dashboards are not read."""
+    wanted = sorted(set(indices))
+    if not wanted or sae.published_run_id is None:
+        return {}
+    features = Feature.objects.filter(run_id=sae.published_run_id, index__in=wanted).only("index", "frac_nonzero",
+                                                                                        "max_act")
+    explanations = feature_explanations(sae, wanted)
+    return {feature.index: FeatureBrief(sae, feature, next(iter(explanations.get(feature.index, [])), None))
+            for feature in features}
+
+
 def features_offset(sae: Sae, offset: int) -> list[FeatureView]:
     """A page of features from an index on, as Neuronpedia's features-offset pages through an SAE."""
     end = offset + API_FEATURES_PER_OFFSET

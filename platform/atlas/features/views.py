@@ -9,7 +9,13 @@ from atlas.errors import NotFound
 from atlas.explanations.forms import ExplanationForm
 from atlas.explanations.selectors import feature_explanations
 from atlas.features.forms import FeatureListForm
-from atlas.features.schemas import SEARCH_RESULTS_DEFAULT, SEARCH_RESULTS_MAX
+from atlas.features.schemas import (
+    DENSITY_THRESHOLD_DEFAULT,
+    SEARCH_RESULTS_DEFAULT,
+    SEARCH_RESULTS_MAX,
+    TOPK_BY_TOKEN_DEFAULT,
+    TOPK_BY_TOKEN_MAX,
+)
 from atlas.features.selectors import (
     FeatureSort,
     feature_detail,
@@ -85,7 +91,8 @@ def feature_page(request: HttpRequest, model_id: str, sae_id: str, index: int) -
 
 
 def activation_search(request: HttpRequest) -> HttpResponse:
-    """Typed text in, the SAE's strongest features out; the page asks POST /api/search-all from the browser."""
+    """Typed text in, the SAE's strongest features out, and each token's own; the page asks POST /api/search-all
+    and /api/search-topk-by-token from the browser."""
     saes = saes_list()
     model, source = request.GET.get("model", ""), request.GET.get("source", "")
     selected = next((sae for sae in saes if (sae.language_model.slug, sae.slug) == (model, source)), None)
@@ -94,6 +101,9 @@ def activation_search(request: HttpRequest) -> HttpResponse:
         "selected": selected,
         "results_default": SEARCH_RESULTS_DEFAULT,
         "results_max": SEARCH_RESULTS_MAX,
+        "topk_default": TOPK_BY_TOKEN_DEFAULT,
+        "topk_max": TOPK_BY_TOKEN_MAX,
+        "density_default": DENSITY_THRESHOLD_DEFAULT,
         "live_max_characters": settings.ATLAS_LIVE_MAX_CHARACTERS,
     }
     return render(request, "activation_search.html", context)

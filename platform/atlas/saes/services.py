@@ -28,6 +28,7 @@ from atlas.saes.archives import ArchiveError
 from atlas.saes.models import FINISHED_STATUSES, DashboardRun, DashboardShard, RunMetrics, Sae
 from atlas.saes.selectors import sae_may_manage
 from atlas.saes.upload_checks import PackedSae, UploadCheckStopped, upload_files_check
+from atlas.vectors.selectors import vector_source_reserved
 from workers.compute.hooks import hook_layer
 from workers.compute.metric_results import SaeMetrics
 from workers.compute.params import DashboardParams
@@ -280,6 +281,9 @@ def sae_upload(
         slug = slug.strip() or sae_default_slug(hook, config.d_sae)
         if Sae.objects.filter(language_model=language_model, slug=slug).exists():
             raise _duplicate_id(language_model, slug)
+        if vector_source_reserved(slug):
+            raise SaeUploadError(f"'{slug}' is the shape of a vector source's id (<layer>-vectors-resid-pre/post); "
+                                 "choose another id.", "slug")
         return _sae_store(staging, media, language_model, dataset, uploaded_by, config, hook, slug, description,
                           params)
     finally:
