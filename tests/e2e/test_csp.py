@@ -3,6 +3,7 @@ Swagger docs included) without a single violation of it."""
 
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from django.test import Client
@@ -37,15 +38,22 @@ def site(published_feature: Feature) -> Feature:
     return published_feature
 
 
-@pytest.fixture
-def page(live_server: LiveServer, site: Feature) -> Iterator[Page]:
+@contextmanager
+def violations_recorded(base_url: str) -> Iterator[Page]:
+    """A Chromium page on base_url that records every CSP violation (RECORD_VIOLATIONS), closed after the block."""
     assert CHROMIUM is not None
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        opened = chromium.new_page(base_url=live_server.url)
+        opened = chromium.new_page(base_url=base_url)
         opened.add_init_script(RECORD_VIOLATIONS)
         yield opened
         chromium.close()
+
+
+@pytest.fixture
+def page(live_server: LiveServer, site: Feature) -> Iterator[Page]:
+    with violations_recorded(live_server.url) as opened:
+        yield opened
 
 
 @needs_chromium

@@ -3,13 +3,13 @@
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page
 from pytest_django.live_server_helper import LiveServer
 
 from atlas.lms.models import LanguageModel
 from atlas.vectors.models import Vector
 from tests import factories
-from tests.e2e.test_csp import CHROMIUM, CHROMIUM_ARGS, RECORD_VIOLATIONS, needs_chromium
+from tests.e2e.test_csp import needs_chromium, violations_recorded
 
 
 @pytest.fixture
@@ -22,13 +22,8 @@ def vector(language_model: LanguageModel) -> Vector:
 
 @pytest.fixture
 def page(live_server: LiveServer, vector: Vector) -> Iterator[Page]:
-    assert CHROMIUM is not None
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        opened = chromium.new_page(base_url=live_server.url)
-        opened.add_init_script(RECORD_VIOLATIONS)
+    with violations_recorded(live_server.url) as opened:
         yield opened
-        chromium.close()
 
 
 @needs_chromium
