@@ -32,6 +32,8 @@ from atlas.middleware import too_big_message
 from atlas.ratelimit import RateLimited
 from atlas.saes.api import router as saes_router
 from atlas.saes.services import SaeActionConflict, SaeActionForbidden
+from atlas.steering.api import router as steering_router
+from atlas.steering.services import SteerRefused
 from atlas.vectors.api import router as vectors_router
 from atlas.vectors.services import VectorForbidden, VectorRefused
 
@@ -47,14 +49,16 @@ ERROR_ANSWERS: dict[type[Exception], tuple[int, str]] = {
     SaeActionConflict: (409, "conflict"),
     VectorRefused: (400, "bad_request"),
     VectorForbidden: (403, "forbidden"),
+    SteerRefused: (400, "bad_request"),
 }
 DESCRIPTION = (
     "Neuronpedia-compatible reads (public) and writes (an API key from /account/ in the x-api-key header). "
     'Errors are JSON {"error", "message"} with a 4xx status (5xx: no worker answered, or it failed). '
     "Every path takes a trailing slash too. "
     f"Bodies are UTF-8 JSON nested at most {JSON_MAX_DEPTH} deep, each key once per object, with no NUL or lone "
-    "surrogate in a string (a 400 naming the field), within DATA_UPLOAD_MAX_MEMORY_SIZE (a 413). Live activations "
-    "and activation search are limited to ATLAS_LIVE_RATE per API key, user or address (a 429 with Retry-After)."
+    "surrogate in a string (a 400 naming the field), within DATA_UPLOAD_MAX_MEMORY_SIZE (a 413). Live activations, "
+    "activation search and new steering results are limited to ATLAS_LIVE_RATE per API key, user or address (a "
+    "429 with Retry-After)."
 )
 
 
@@ -82,6 +86,7 @@ api.add_router("", features_router)
 api.add_router("", explanations_router)
 api.add_router("", saes_router)
 api.add_router("", vectors_router)
+api.add_router("", steering_router)
 
 
 @api.exception_handler(ValidationError)

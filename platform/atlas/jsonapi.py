@@ -81,6 +81,20 @@ def _json_integer(value: object) -> object:
 JsonInteger = Annotated[StrictInt, BeforeValidator(_json_integer)]
 
 
+def _json_number(value: object) -> object:
+    """A JSON number, integer or not, as a float; never a bool or a string of digits."""
+    if isinstance(value, LongInteger):
+        raise PydanticCustomError("number_digits", "is an integer of {digits} digits; write a number that large "
+                                                   "with an exponent (1e30)", {"digits": value.digits})
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError("json_number", "must be a number")
+    return float(value)
+
+
+# A JSON number, integer or not, as a float.
+JsonNumber = Annotated[float, BeforeValidator(_json_number)]
+
+
 def _feature_index(value: object) -> object:
     """Neuronpedia's clients send a feature's index as a number or as a string of digits (converted only when short
     enough to be one: int() is quadratic in the digits)."""

@@ -97,11 +97,13 @@ INSTALLED_APPS = [
     "atlas.explanations",
     "atlas.accounts",
     "atlas.vectors",
+    "atlas.steering",
     # For the API docs page (/api/docs): ninja's templates and its Swagger UI files, served here, not from a CDN.
     "ninja",
 ]
 MIGRATION_MODULES = {
-    app: f"migrations.{app}" for app in ("lms", "datasets", "saes", "features", "explanations", "accounts", "vectors")
+    app: f"migrations.{app}"
+    for app in ("lms", "datasets", "saes", "features", "explanations", "accounts", "vectors", "steering")
 }
 
 MIDDLEWARE = [
@@ -219,6 +221,9 @@ ATLAS_RECOVERY_SECONDS = envfloat("ATLAS_RECOVERY_SECONDS", 30.0)
 ATLAS_LIVE_QUEUE = envstr("ATLAS_LIVE_QUEUE", "live")
 # A live request waits this long for a worker, then answers 503.
 ATLAS_LIVE_TIMEOUT_SECONDS = envfloat("ATLAS_LIVE_TIMEOUT_SECONDS", 30.0)
+# A steer (DEFAULT and STEERED, up to 256 new tokens each) goes to the same queue and may take longer: on 2 CPU cores
+# SmolLM2-135M makes about 10 tokens a second for both rows.
+ATLAS_STEER_TIMEOUT_SECONDS = envfloat("ATLAS_STEER_TIMEOUT_SECONDS", 120.0)
 # Typed text is cut to the model's context in tokens; this bounds what one request may send, in characters.
 ATLAS_LIVE_MAX_CHARACTERS = envint("ATLAS_LIVE_MAX_CHARACTERS", 4000)
 

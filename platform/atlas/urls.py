@@ -11,6 +11,7 @@ from atlas.datasets import views as dataset_views
 from atlas.explanations import views as explanation_views
 from atlas.features import views
 from atlas.saes import views as sae_views
+from atlas.steering import views as steering_views
 from atlas.vectors import views as vector_views
 
 # The JSON API (atlas.api: every endpoint with or without a trailing slash), then a JSON 404 for any other /api/
@@ -32,6 +33,9 @@ urlpatterns = [
     path("search/", explanation_views.search),
     path("search-activations", views.activation_search, name="activation-search"),
     path("search-activations/", views.activation_search),
+    path("steer", steering_views.steer_page, name="steer"),
+    path("steer/", steering_views.steer_page),
+    path("steer/<slug:output_id>", steering_views.steer_output_page, name="steer-output"),
     path("upload/", sae_views.upload, name="upload"),
     path("datasets/new/", dataset_views.dataset_new, name="dataset-new"),
     path("", views.home, name="home"),

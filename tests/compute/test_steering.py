@@ -288,7 +288,7 @@ def test_refused_steers_say_what_to_change(model: HookedTransformer, prompt: Ten
 
 def _request(language_model: LanguageModel, sae_id: int, **fields: object) -> SteerRequest:
     request: SteerRequest = {
-        "language_model_id": language_model.pk, "prompt": PROMPT, "features": [
+        "language_model_id": language_model.pk, "prompt": PROMPT, "chat": None, "features": [
             {"sae_id": sae_id, "index": 3, "strength": 20.0}], "vectors": [], "steer_method": "SIMPLE_ADDITIVE",
         "strength_multiplier": 2.0, "normalize_steering": False, "n_tokens": 8, "temperature": 0.0,
         "freq_penalty": 0.0, "seed": 16, "top_logprobs": 3,

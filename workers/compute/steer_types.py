@@ -22,6 +22,20 @@ class SteerVector(TypedDict):
     strength: float
 
 
+class ChatMessage(TypedDict):
+    role: str  # user, assistant, system, model or developer: the chat template decides what each means
+    content: str
+
+
+class SteerChat(TypedDict):
+    """A chat steer: each side's conversation under the model's chat template (with the assistant's turn opened),
+    and whether the template's special tokens are steered too."""
+
+    default_messages: list[ChatMessage]
+    steered_messages: list[ChatMessage]
+    steer_special_tokens: bool
+
+
 class SteerRequest(TypedDict):
     """Everything the worker needs; the web has checked ranges, the worker checks what needs the model.
 
@@ -30,7 +44,8 @@ class SteerRequest(TypedDict):
     """
 
     language_model_id: int
-    prompt: str
+    prompt: str  # a completion's prompt; empty for a chat
+    chat: SteerChat | None
     features: list[SteerFeature]
     vectors: list[SteerVector]
     steer_method: SteerMethodName
@@ -59,12 +74,15 @@ class SteerToken(TypedDict):
 
 
 class SteerCompletion(TypedDict):
+    prompt: str  # the prompt as the model read it (a chat: rendered by its template, special tokens included)
     text: str  # the prompt, then the completion, decoded together
+    completion: str  # the generated text alone, without the EOS that ended it
     tokens: list[SteerToken]  # the generated tokens only, EOS included when it ended the completion
 
 
 class SteerResponse(TypedDict):
-    promptTokenIds: list[int]  # BOS first
+    promptTokenIds: list[int]  # STEERED's prompt, BOS first
+    defaultPromptTokenIds: list[int]  # DEFAULT's: the same but for a chat whose two conversations differ
     default: SteerCompletion
     steered: SteerCompletion
 

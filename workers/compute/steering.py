@@ -6,7 +6,9 @@ acts at its hook h [..., d_in] as
 - SIMPLE_ADDITIVE:    h + c d
 - ORTHOGONAL_DECOMP:  (I - P) h + c P h, P the projection onto d (c = 1 leaves h as it is, c = 0 removes d)
 - PROJECTION_CAP:     h with its component along d/|d| capped at c: h - max(h.d/|d| - c, 0) d/|d|
-Only batch row 1 is steered, so row 0 is the plain model under exactly the same numerics.
+Only batch row 1 is steered, so row 0 is the plain model under exactly the same numerics. A chat whose DEFAULT
+and STEERED conversations differ has two prompts of different lengths: those run as two batches of one, with the
+same seeded noise, rather than padded into one.
 """
 
 from collections.abc import Callable, Sequence
@@ -74,9 +76,25 @@ class Completion:
 
 @dataclass(frozen=True)
 class SteerResult:
-    prompt_tokens: npt.NDArray[np.int64]  # [T], BOS first
+    prompt_tokens: npt.NDArray[np.int64]  # [T], BOS first: STEERED's prompt
     default: Completion
     steered: Completion
+    default_prompt_tokens: npt.NDArray[np.int64]  # [T'], the same as prompt_tokens unless DEFAULT had its own
+
+
+class ForwardTokens:
+    """The tokens [b, pos] of the forward pass in progress, which generate_rows sets before each pass, so that
+    hooks can leave positions holding some tokens (a chat template's special tokens) unsteered."""
+
+    def __init__(self, unsteered_ids: Sequence[int]) -> None:
+        self.unsteered_ids = torch.tensor(sorted(set(unsteered_ids)), dtype=torch.int64)
+        self.tokens: Tensor | None = None
+
+    def steered_positions(self, rows: slice) -> Tensor:
+        """[b', pos] True where the rows' tokens may be steered."""
+        assert self.tokens is not None, "generate_rows sets the tokens before each forward pass"
+        tokens = self.tokens[rows]
+        return ~torch.isin(tokens, self.unsteered_ids.to(tokens.device))
 
 
 def steering_direction(vector: Tensor, coefficient: float, hook_name: str, normalize: bool) -> SteerDirection:
@@ -123,17 +141,25 @@ STEER_FUNCTIONS: dict[SteerMethod, Callable[[Tensor, Tensor, float], Tensor]] = 
 
 
 def steering_hooks(
-    directions: Sequence[SteerDirection], method: SteerMethod, rows: slice = slice(STEERED_ROW, None)
+    directions: Sequence[SteerDirection],
+    method: SteerMethod,
+    rows: slice = slice(STEERED_ROW, None),
+    forward_tokens: ForwardTokens | None = None,
 ) -> list[tuple[str, HookFunction]]:
-    """One forward hook per hook name, applying its directions in order to the batch rows given, every position."""
+    """One forward hook per hook name, applying its directions in order to the batch rows given, at every position
+    (with forward_tokens, every position but those holding its unsteered tokens)."""
     by_hook: dict[str, list[SteerDirection]] = {}
     for direction in directions:
         by_hook.setdefault(direction.hook_name, []).append(direction)
-    return [(name, _hook_function(group, STEER_FUNCTIONS[method], rows)) for name, group in by_hook.items()]
+    return [(name, _hook_function(group, STEER_FUNCTIONS[method], rows, forward_tokens))
+            for name, group in by_hook.items()]
 
 
 def _hook_function(
-    directions: list[SteerDirection], steer: Callable[[Tensor, Tensor, float], Tensor], rows: slice
+    directions: list[SteerDirection],
+    steer: Callable[[Tensor, Tensor, float], Tensor],
+    rows: slice,
+    forward_tokens: ForwardTokens | None,
 ) -> HookFunction:
     def hook(activation: Tensor, hook: HookPoint) -> Tensor:
         # activation [b, pos, d_in], or [b, pos, n_heads, d_head] at hook_z, whose SAEs read the heads flattened
@@ -142,6 +168,8 @@ def _hook_function(
         steered = flat[rows]
         for direction in directions:
             steered = steer(steered, direction.vector.to(flat.device), direction.coefficient)
+        if forward_tokens is not None:
+            steered = torch.where(forward_tokens.steered_positions(rows)[..., None], steered, flat[rows])
         out = flat.clone()
         out[rows] = steered
         return out.reshape(activation.shape)
@@ -172,12 +200,40 @@ def steer_generate(
     directions: Sequence[SteerDirection],
     method: SteerMethod,
     params: GenerationParams,
+    unsteered_ids: Sequence[int] = (),
 ) -> SteerResult:
-    """DEFAULT and STEERED from prompt_tokens [1, T] (BOS first), generated together as one batch of two."""
+    """DEFAULT and STEERED from prompt_tokens [1, T] (BOS first), generated together as one batch of two; positions
+    holding one of unsteered_ids are left as they are."""
     _check(model, prompt_tokens, directions, params)
-    rows = generate_rows(model, prompt_tokens.repeat(2, 1), steering_hooks(directions, method), params)
-    return SteerResult(prompt_tokens=prompt_tokens[0].cpu().numpy(), default=rows[DEFAULT_ROW],
-                       steered=rows[STEERED_ROW])
+    forward_tokens = ForwardTokens(unsteered_ids) if unsteered_ids else None
+    hooks = steering_hooks(directions, method, forward_tokens=forward_tokens)
+    rows = generate_rows(model, prompt_tokens.repeat(2, 1), hooks, params, forward_tokens=forward_tokens)
+    prompt = prompt_tokens[0].cpu().numpy()
+    return SteerResult(prompt_tokens=prompt, default=rows[DEFAULT_ROW], steered=rows[STEERED_ROW],
+                       default_prompt_tokens=prompt)
+
+
+def steer_generate_apart(
+    model: HookedTransformer,
+    default_tokens: Tensor,
+    steered_tokens: Tensor,
+    directions: Sequence[SteerDirection],
+    method: SteerMethod,
+    params: GenerationParams,
+    unsteered_ids: Sequence[int] = (),
+) -> SteerResult:
+    """DEFAULT from default_tokens [1, T] and STEERED from steered_tokens [1, T'], two prompts (a chat whose two
+    sides differ), as two batches of one under the same seeded noise."""
+    if torch.equal(default_tokens, steered_tokens):
+        return steer_generate(model, steered_tokens, directions, method, params, unsteered_ids)
+    _check(model, default_tokens, [], params)
+    _check(model, steered_tokens, directions, params)
+    forward_tokens = ForwardTokens(unsteered_ids) if unsteered_ids else None
+    hooks = steering_hooks(directions, method, rows=slice(None), forward_tokens=forward_tokens)
+    default = generate_rows(model, default_tokens, [], params)[0]
+    steered = generate_rows(model, steered_tokens, hooks, params, forward_tokens=forward_tokens)[0]
+    return SteerResult(prompt_tokens=steered_tokens[0].cpu().numpy(), default=default, steered=steered,
+                       default_prompt_tokens=default_tokens[0].cpu().numpy())
 
 
 def plain_generate(model: HookedTransformer, prompt_tokens: Tensor, params: GenerationParams) -> Completion:
@@ -213,6 +269,7 @@ def generate_rows(
     hooks: list[tuple[str, HookFunction]],
     params: GenerationParams,
     use_cache: bool = True,
+    forward_tokens: ForwardTokens | None = None,
 ) -> list[Completion]:
     """Continue each row of tokens [b, T] under the hooks; with use_cache, the prompt runs once and each new token
     alone over the KV cache, otherwise the whole sequence runs again each step (the reference the cache must match).
@@ -230,6 +287,8 @@ def generate_rows(
     with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
         for _ in range(params.n_tokens):
             model_input = step_input if use_cache else sequence
+            if forward_tokens is not None:
+                forward_tokens.tokens = model_input
             logits = model(model_input, attention_mask=torch.ones_like(model_input), past_kv_cache=cache)
             last = logits[:, -1].to(LOGIT_DTYPE)  # [b, V]
             chosen = next_tokens(last, counts, params, generator)  # [b]

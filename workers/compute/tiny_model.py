@@ -10,6 +10,12 @@ BOS_TOKEN = "<|bos|>"
 EOS_TOKEN = "<|eos|>"
 PAD_TOKEN = "<|pad|>"
 SPECIAL_TOKENS = [BOS_TOKEN, EOS_TOKEN, PAD_TOKEN]
+# SmolLM2-Instruct's template in the tiny vocabulary: each turn opens with BOS (its <|im_start|>) and its role, and
+# closes with EOS (its <|im_end|>), so chat tests take the path SmolLM2's chats take.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}" + BOS_TOKEN + "{{ message['role'] }}\n{{ message['content'] }}" + EOS_TOKEN
+    + "\n{% endfor %}{% if add_generation_prompt %}" + BOS_TOKEN + "assistant\n{% endif %}"
+)
 
 # Shaped like SmolLM2 (grouped-query attention, gated MLP, RMSNorm, rotary) so tests take the same path.
 TINY_LLAMA_SHAPE = {
@@ -45,7 +51,10 @@ def tiny_tokenizer(corpus: list[str], vocab_size: int) -> PreTrainedTokenizerFas
         show_progress=False,
     )
     bpe.train_from_iterator(corpus, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=BOS_TOKEN, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=BOS_TOKEN, eos_token=EOS_TOKEN,
+                                        pad_token=PAD_TOKEN)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
 
 
 def tiny_llama(tokenizer: PreTrainedTokenizerFast, seed: int) -> LlamaForCausalLM:

@@ -66,19 +66,21 @@ class LiveActivations:
     features: list[FeatureOnText]
 
 
-def no_worker_message() -> str:
-    seconds = f"{settings.ATLAS_LIVE_TIMEOUT_SECONDS:g}"
+def no_worker_message(timeout: float | None = None) -> str:
+    seconds = f"{settings.ATLAS_LIVE_TIMEOUT_SECONDS if timeout is None else timeout:g}"
     return (f"No worker answered within {seconds} s; start one with `make worker` (a worker busy with a "
             f"dashboard run answers when its shard ends).")
 
 
-def _worker_answer(task: str = LIVE_TASK, **task_kwargs: Any) -> dict[str, Any]:
-    timeout = settings.ATLAS_LIVE_TIMEOUT_SECONDS
+def worker_answer(task: str = LIVE_TASK, timeout: float | None = None, **task_kwargs: Any) -> dict[str, Any]:
+    """A live task's answer, waited for up to timeout seconds (ATLAS_LIVE_TIMEOUT_SECONDS by default); a worker's
+    {"error": ...} is LiveTextRefused."""
+    timeout = settings.ATLAS_LIVE_TIMEOUT_SECONDS if timeout is None else timeout
     result = celery_app.send_task(task, kwargs=task_kwargs, queue=settings.ATLAS_LIVE_QUEUE, expires=timeout)
     try:
         answer = result.get(timeout=timeout, propagate=False)
     except CeleryTimeoutError as error:
-        raise WorkerUnavailable(no_worker_message()) from error
+        raise WorkerUnavailable(no_worker_message(timeout)) from error
     finally:
         result.forget()
     if result.failed() or not isinstance(answer, dict):
@@ -96,19 +98,19 @@ def _live_activations(sae: Sae, answer: dict[str, Any]) -> LiveActivations:
 
 def feature_activations_live(*, sae: Sae, index: int, text: str) -> LiveActivations:
     """One feature's activation on each token of text, computed by a worker; one entry in `features`."""
-    answer = _worker_answer(sae_id=sae.pk, text=text, feature=index, n_results=1)
+    answer = worker_answer(sae_id=sae.pk, text=text, feature=index, n_results=1)
     return _live_activations(sae, answer)
 
 
 def top_features_live(*, sae: Sae, text: str, n_results: int) -> LiveActivations:
     """The SAE's features that fire most strongly on text (BOS aside), strongest first, computed by a worker."""
-    answer = _worker_answer(sae_id=sae.pk, text=text, feature=None, n_results=n_results)
+    answer = worker_answer(sae_id=sae.pk, text=text, feature=None, n_results=n_results)
     return _live_activations(sae, answer)
 
 
 def top_features_by_token_live(*, sae: Sae, text: str, n_results: int) -> list[TokenFeatures]:
     """Each token's (at most) n_results strongest features on text, BOS first, computed by a worker."""
-    answer = _worker_answer(TOP_BY_TOKEN_TASK, sae_id=sae.pk, text=text, n_results=n_results)
+    answer = worker_answer(TOP_BY_TOKEN_TASK, sae_id=sae.pk, text=text, n_results=n_results)
     tokens = tokens_text(vocabulary_for(sae.language_model), answer["tokenIds"])
     rows = zip(tokens, answer["special"], answer["features"], answer["values"], strict=True)
     return [

@@ -2,7 +2,7 @@
 
 from typing import Annotated, Self
 
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
 from atlas.jsonapi import (
@@ -10,7 +10,7 @@ from atlas.jsonapi import (
     FeatureIndex,
     Identifier,
     JsonInteger,
-    LongInteger,
+    JsonNumber,
     RequestSchema,
     ResponseSchema,
 )
@@ -25,23 +25,12 @@ from atlas.vectors.models import (
 from atlas.vectors.selectors import vector_values_shown
 
 
-def _json_number(value: object) -> object:
-    """A JSON number, integer or not, as a float; never a bool or a string of digits."""
-    if isinstance(value, LongInteger):
-        raise PydanticCustomError("number_digits", "is an integer of {digits} digits; write a number that large "
-                                                   "with an exponent (1e30)", {"digits": value.digits})
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise PydanticCustomError("json_number", "must be a number")
-    return float(value)
-
-
 def _hook_type(value: str) -> str:
     if value not in HOOK_SOURCE_SUFFIX:
         raise PydanticCustomError("hook_type", "must be one of {names}", {"names": ", ".join(HOOK_SOURCE_SUFFIX)})
     return value
 
 
-JsonNumber = Annotated[float, BeforeValidator(_json_number)]
 # (The enum written in, as AfterValidator keeps the schema a plain string; a Literal's error would not say
 # "must be a string" for a number.)
 HookType = Annotated[str, AfterValidator(_hook_type), Field(json_schema_extra={"enum": list(HOOK_SOURCE_SUFFIX)})]
