@@ -47,7 +47,7 @@ def error(response: HttpResponse) -> tuple[int, str, str]:
 
 
 def test_every_endpoint_is_checked() -> None:
-    assert len(ENDPOINTS) == 16 and len(JSON_BODY_ENDPOINTS) == 9
+    assert len(ENDPOINTS) == 19 and len(JSON_BODY_ENDPOINTS) == 12
 
 
 @pytest.mark.parametrize(("path", "method"), ENDPOINTS)

@@ -3,7 +3,7 @@ POST /api/explanation/search's body and answer."""
 
 from typing import Annotated, Self
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 
 from atlas.explanations.models import DESCRIPTION_MAX_LENGTH, Explanation
@@ -68,9 +68,9 @@ def _search_query(text: str) -> str:
     return text
 
 
-SearchQueryText = Annotated[str, AfterValidator(_search_query),
-                            Field(max_length=DESCRIPTION_MAX_LENGTH,
-                                  json_schema_extra={"minLength": 1,
+# (The length before the validator, so that a long query is refused as a string too long, not as a list.)
+SearchQueryText = Annotated[str, StringConstraints(max_length=DESCRIPTION_MAX_LENGTH), AfterValidator(_search_query),
+                            Field(json_schema_extra={"minLength": 1,
                                                      "pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$"})]
 
 
