@@ -43,11 +43,15 @@ def text_tokens(model: HookedTransformer, text: str) -> Tensor:
     return torch.tensor([ids], dtype=torch.int64)
 
 
-def _hook_input(model: HookedTransformer, sae: SparseAutoencoder, hook_name: str, tokens: Tensor) -> Tensor:
-    """[T, d_in]: the hook's activations on tokens [1, T], as the SAE reads them."""
+def hook_input(model: HookedTransformer, sae: SparseAutoencoder, hook_name: str, tokens: Tensor) -> Tensor:
+    """[b, T, d_in]: the hook's activations on tokens [b, T], as the SAE reads them.
+
+    Rows are read unpadded; a row padded on the right is read right too, up to its own length, since causal
+    attention never lets a token see the padding after it.
+    """
     device = next(model.parameters()).device
     raw = _hook_activations(model, tokens.to(device), hook_name, _stop_at_layer(model, hook_name))
-    return _flattened(raw, sae, hook_name)[0]
+    return _flattened(raw, sae, hook_name)
 
 
 def feature_activations_on_text(
@@ -58,7 +62,7 @@ def feature_activations_on_text(
         raise LiveTextError(f"The SAE has features 0 to {sae.d_sae - 1}; there is no feature {feature}.")
     tokens = text_tokens(model, text)
     with torch.inference_mode():
-        values = sae.encode_features(_hook_input(model, sae, hook_name, tokens), feature, feature + 1)  # [T, 1]
+        values = sae.encode_features(hook_input(model, sae, hook_name, tokens)[0], feature, feature + 1)  # [T, 1]
     return TextActivations(
         token_ids=tokens[0].numpy(),
         features=np.array([feature], dtype=np.int64),
@@ -80,7 +84,7 @@ def top_features_on_text(
     maxima = torch.zeros(0)
     values = torch.zeros((0, n_tokens))
     with torch.inference_mode():
-        hook_in = _hook_input(model, sae, hook_name, tokens)
+        hook_in = hook_input(model, sae, hook_name, tokens)[0]
         for part in _feature_slices(sae.d_sae, n_tokens):
             acts = sae.encode_features(hook_in, part.start, part.stop).T.float().cpu()  # [f, T]
             strongest = acts[:, 1:].amax(dim=1) if n_tokens > 1 else torch.zeros(acts.shape[0])
@@ -117,7 +121,7 @@ def top_features_by_token(
     tokens = text_tokens(model, text)
     n_tokens, k = tokens.shape[1], min(k, sae.d_sae)
     with torch.inference_mode():
-        hook_in = _hook_input(model, sae, hook_name, tokens)
+        hook_in = hook_input(model, sae, hook_name, tokens)[0]
         values = torch.zeros((n_tokens, 0), device=hook_in.device)
         features = torch.zeros((n_tokens, 0), dtype=torch.int64, device=hook_in.device)
         for part in _feature_slices(sae.d_sae, n_tokens):

@@ -32,7 +32,8 @@ def explanations_matching(query: str, *, sae: Sae | None = None) -> QuerySet[Exp
     )
     if sae is not None:
         explanations = explanations.filter(sae=sae)
-    return explanations.annotate(rank=SearchRank(F("vector"), search)).order_by("-rank", "-created")
+    # -pk last: ties of rank and time keep one order, so pages by offset neither repeat nor skip a label.
+    return explanations.annotate(rank=SearchRank(F("vector"), search)).order_by("-rank", "-created", "-pk")
 
 
 def explanations_search(query: str) -> list[Explanation]:

@@ -21,6 +21,9 @@ from atlas.vectors.selectors import vector_get, vector_source_reserved
 from workers.compute.steer_types import ChatMessage, SteerChat, SteerFeature, SteerMethodName, SteerRequest, SteerVector
 
 STEER_TASK = "workers.tasks.steer_generate"
+# Postgres's jsonb cannot hold NUL, which a byte-level vocabulary has a token for; it is stored and shown as the
+# visible symbol for it (the token's id is kept beside it, so nothing is lost).
+NUL, NUL_SHOWN = "\x00", "\u2400"
 # Alternatives given for each generated token, as Neuronpedia's STEER_N_LOGPROBS.
 TOP_LOGPROBS = 5
 
@@ -129,6 +132,18 @@ def steer_output_compute(*, plan: SteerPlan, creator: User | None) -> SteerOutpu
     nothing is stored for a request that fails. Two identical requests at once store one row, and both get it."""
     answer = worker_answer(STEER_TASK, timeout=settings.ATLAS_STEER_TIMEOUT_SECONDS, request=plan.task)
     output, _ = SteerOutput.objects.get_or_create(key=plan.key, defaults={
-        "kind": plan.kind, "language_model": plan.language_model, "settings": plan.asked, "answer": answer,
+        "kind": plan.kind, "language_model": plan.language_model, "settings": plan.asked,
+        "answer": _storable(answer),
         "creator": creator})
     return output
+
+
+def _storable(value: Any) -> Any:
+    """The answer with every NUL in its strings (texts, token strings) replaced by the symbol shown for it."""
+    if isinstance(value, str):
+        return value.replace(NUL, NUL_SHOWN)
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    if isinstance(value, dict):
+        return {name: _storable(item) for name, item in value.items()}
+    return value
