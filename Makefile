@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)/platform:$(CURDIR)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test install install-dev lint typecheck pytest worker live-worker web stop clean bench-vs-forward bench-vs-saedashboard bench-gpu bench-ingest bench-api bench-uploads bench-steer
+.PHONY: demo test install install-dev lint typecheck pytest worker live-worker web stop clean bench-vs-forward bench-vs-saedashboard bench-gpu gpu-check bench-ingest bench-api bench-uploads bench-steer
 
 $(VENV)/.base: requirements/base.txt requirements/worker.txt requirements/web.txt requirements/constraints.txt
 	$(SYSTEM_PYTHON) -m venv $(VENV)
@@ -98,3 +98,7 @@ bench-vs-saedashboard: $(VENV)/.dev
 # Needs a CUDA GPU; BENCH_GPU_ARGS passes flags, e.g. BENCH_GPU_ARGS="--dtype bfloat16".
 bench-gpu: $(VENV)/.base
 	$(PY) -m bench.gpu_scaling $(BENCH_GPU_ARGS)
+
+# Needs a CUDA GPU: the gpu-marked tests and every GPU benchmark case, logs under var/gpu-check/.
+gpu-check: $(VENV)/.base
+	PYTHON=$(PY) scripts/gpu_check.sh

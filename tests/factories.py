@@ -5,7 +5,6 @@ import importlib
 import importlib.util
 import json
 import sys
-import tempfile
 import time
 import types
 from collections.abc import Callable
@@ -31,9 +30,8 @@ from workers.compute.corpus import stdlib_docstrings
 from workers.compute.language_model import ModelFacts, ModelSource, load_language_model, model_facts
 from workers.compute.params import DashboardParams
 from workers.compute.results import Examples, FeatureDashboards
-from workers.compute.tiny_model import tiny_model_write
+from tests.support.tiny_model import TINY_HOOK, tiny_model_dir
 
-TINY_HOOK = "blocks.0.hook_resid_post"
 PASSWORD = "correct horse battery staple"
 # A real worker computes a tiny run in seconds; minutes mean it is stuck.
 RUN_TIMEOUT_SECONDS = 240
@@ -41,12 +39,6 @@ RUN_TIMEOUT_SECONDS = 240
 PUBLISHED_FEATURES, PUBLISHED_INDEX = 8, 3
 # Windows of 2 + 1 + 1 tokens and two top examples, as published_feature_make's dashboards have.
 SMALL_PARAMS = DashboardParams(top_k=2, context_before=2, context_after=1)
-
-
-@lru_cache(maxsize=1)
-def tiny_model_dir() -> Path:
-    """A tiny Llama with a tokenizer trained on stdlib docstrings, written once per test session."""
-    return tiny_model_write(Path(tempfile.mkdtemp(prefix="atlas-tiny-")) / "tiny-llama", stdlib_docstrings(60_000))
 
 
 @lru_cache(maxsize=1)

@@ -1,4 +1,5 @@
-"""The streaming dashboard pass against a brute-force reference that holds every activation in memory."""
+"""The streaming dashboard pass against a brute-force reference that holds every activation in memory, on the CPU
+and (marked gpu) on a CUDA GPU, the reference computed on the same device."""
 
 from dataclasses import dataclass
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from tests.support.devices import devices
 from workers.compute import dashboard
 from workers.compute.dashboard import dashboards_compute
 from workers.compute.params import DashboardParams
@@ -45,6 +47,12 @@ def tokens_make() -> npt.NDArray[np.int64]:
     return np.random.default_rng(0).integers(0, 97, size=(N_SEQS, SEQ_LEN))
 
 
+def sae_to(sae: SparseAutoencoder, device: str, dtype: torch.dtype = torch.float32) -> SparseAutoencoder:
+    """The same SAE with its tensors on device, in dtype."""
+    tensors = {"W_enc": sae.W_enc, "W_dec": sae.W_dec, "b_enc": sae.b_enc, "b_dec": sae.b_dec}
+    return SparseAutoencoder(sae.config, {name: t.to(device=device, dtype=dtype) for name, t in tensors.items()})
+
+
 def sae_make(hook_acts: torch.Tensor, d_sae: int = D_SAE) -> SparseAutoencoder:
     """A random SAE whose biases make each feature fire on 0.3% to 10% of tokens, and a few never."""
     generator = torch.Generator().manual_seed(0)
@@ -74,16 +82,16 @@ class Run:
         return self.acts[:, 1:]  # BOS excluded, as PARAMS.skip_bos says
 
 
-@pytest.fixture(scope="module")
-def run() -> Run:
+@pytest.fixture(scope="module", params=devices())
+def run(request: pytest.FixtureRequest) -> Run:
     torch.manual_seed(0)
-    model = model_make()
+    model = model_make().to(request.param)
     tokens = tokens_make()
     with torch.inference_mode():
-        _, cache = model.run_with_cache(torch.from_numpy(tokens))
+        _, cache = model.run_with_cache(torch.from_numpy(tokens).to(request.param))
         hook_acts = cache[HOOK]
-        sae = sae_make(hook_acts)
-        acts = sae.encode(hook_acts).numpy()
+        sae = sae_to(sae_make(hook_acts.cpu()), request.param)
+        acts = sae.encode(hook_acts).cpu().numpy()
     progress: list[tuple[str, int, int]] = []
     with pytest.MonkeyPatch.context() as patch:
         # Ten features per logit-lens chunk, so the chunking (and an uneven last chunk) is exercised.
@@ -292,7 +300,7 @@ def test_never_firing_features_have_no_examples(run: Run) -> None:
 def reference_logits(run: Run) -> npt.NDArray[np.float32]:
     """Every feature's logit lens [F, V] in one piece, for comparison with the chunked computation."""
     with torch.inference_mode():
-        logits: npt.NDArray[np.float32] = (run.sae.W_dec @ run.model.W_U).numpy()
+        logits: npt.NDArray[np.float32] = (run.sae.W_dec @ run.model.W_U).cpu().numpy()
     return logits
 
 

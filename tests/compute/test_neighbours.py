@@ -1,10 +1,11 @@
-"""decoder_neighbours against a brute-force cosine matrix of the decoder rows."""
+"""decoder_neighbours against a brute-force cosine matrix of the decoder rows, on the CPU and (marked gpu) CUDA."""
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 import torch
 
+from tests.support.devices import devices
 from workers.compute.neighbours import decoder_neighbours
 
 
@@ -21,10 +22,11 @@ def _brute_force_cosines(decoder: torch.Tensor) -> npt.NDArray[np.float64]:
     return cosines
 
 
+@pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("chunk", [None, 1, 7, 50])
-def test_neighbours_match_brute_force_cosines_whatever_the_chunk(chunk: int | None) -> None:
+def test_neighbours_match_brute_force_cosines_whatever_the_chunk(chunk: int | None, device: str) -> None:
     decoder = _decoder()
-    ids, cosines = decoder_neighbours(decoder, n=10, chunk=chunk)
+    ids, cosines = decoder_neighbours(decoder.to(device), n=10, chunk=chunk)
     reference = _brute_force_cosines(decoder)
     expected = np.argsort(-reference, axis=1, kind="stable")[:, :10]
     np.testing.assert_array_equal(ids, expected)
