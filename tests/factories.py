@@ -26,11 +26,11 @@ from atlas.features.services import run_results_publish
 from atlas.lms.models import LanguageModel
 from atlas.lms.services import language_model_store
 from atlas.saes.models import DashboardRun, Sae
+from tests.support.tiny_model import TINY_HOOK, tiny_model_dir
 from workers.compute.corpus import stdlib_docstrings
 from workers.compute.language_model import ModelFacts, ModelSource, load_language_model, model_facts
 from workers.compute.params import DashboardParams
 from workers.compute.results import Examples, FeatureDashboards
-from tests.support.tiny_model import TINY_HOOK, tiny_model_dir
 
 PASSWORD = "correct horse battery staple"
 # A real worker computes a tiny run in seconds; minutes mean it is stuck.

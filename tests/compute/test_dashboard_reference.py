@@ -38,7 +38,7 @@ PARAMS = DashboardParams(
 def model_make() -> HookedTransformer:
     config = HookedTransformerConfig(
         n_layers=2, d_model=32, n_ctx=64, d_head=8, n_heads=4, d_mlp=64, d_vocab=97, act_fn="gelu",
-        normalization_type="LN", seed=0,
+        normalization_type="LN", seed=0, device="cpu",
     )  # fmt: skip
     return HookedTransformer(config).eval()
 
@@ -54,8 +54,9 @@ def sae_to(sae: SparseAutoencoder, device: str, dtype: torch.dtype = torch.float
 
 
 def sae_make(hook_acts: torch.Tensor, d_sae: int = D_SAE) -> SparseAutoencoder:
-    """A random SAE whose biases make each feature fire on 0.3% to 10% of tokens, and a few never."""
+    """A random SAE on the CPU whose biases make each feature fire on 0.3% to 10% of tokens, and a few never."""
     generator = torch.Generator().manual_seed(0)
+    hook_acts = hook_acts.float().cpu()
     d_in = hook_acts.shape[-1]
     w_enc = torch.randn(d_in, d_sae, generator=generator)
     b_dec = torch.randn(d_in, generator=generator) * 0.1
@@ -338,7 +339,8 @@ def test_progress_is_reported_per_batch_for_each_phase(run: Run) -> None:
 
 
 def test_neighbours_are_the_closest_decoder_directions(run: Run) -> None:
-    directions = run.sae.W_dec.numpy() / np.linalg.norm(run.sae.W_dec.numpy(), axis=1, keepdims=True)
+    decoder = run.sae.W_dec.cpu().numpy()
+    directions = decoder / np.linalg.norm(decoder, axis=1, keepdims=True)
     cosines = directions @ directions.T
     np.fill_diagonal(cosines, -np.inf)
     expected = np.argsort(-cosines, axis=1)[:, : PARAMS.neighbours]
@@ -358,10 +360,10 @@ def test_output_shapes_follow_results_py(run: Run) -> None:
 def test_hook_z_heads_are_flattened_and_get_no_logit_lens(run: Run) -> None:
     hook = "blocks.1.attn.hook_z"
     with torch.inference_mode():
-        _, cache = run.model.run_with_cache(torch.from_numpy(run.tokens))
+        _, cache = run.model.run_with_cache(torch.from_numpy(run.tokens).to(run.sae.device))
         hook_acts = cache[hook].flatten(2)  # [N, T, n_heads * d_head]
-        sae = sae_make(hook_acts, d_sae=8)
-        acts = sae.encode(hook_acts).numpy()
+        sae = sae_to(sae_make(hook_acts, d_sae=8), str(run.sae.device))
+        acts = sae.encode(hook_acts).cpu().numpy()
     result = dashboards_compute(run.model, sae, run.tokens, hook, PARAMS)
     np.testing.assert_allclose(result.max_act, acts[:, 1:].max(axis=(0, 1)).clip(min=0), rtol=1e-6)
     assert result.logit_top_ids.shape == (8, 0)

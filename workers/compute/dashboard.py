@@ -345,7 +345,6 @@ def _interval_pass(
         key=torch.zeros(0, dtype=torch.float64, device=device),
         entry=torch.zeros(0, dtype=torch.int64, device=device),
     )
-    generator = torch.Generator(device=device).manual_seed(params.seed)
     first_pos = _first_pos(params)
     safe_max = torch.where(max_act > 0, max_act, 1.0).to(device)  # features that never fire have no entries
     total = active.keys.shape[0]
@@ -363,7 +362,7 @@ def _interval_pass(
         row = feature * params.n_intervals + _bin_index(fraction, params.n_intervals)
         interval_counts += torch.bincount(row, weights=weight, minlength=n_rows).long()
         entry = torch.arange(start, start + keys.shape[0], device=device)
-        sample_keys = torch.rand(keys.shape[0], generator=generator, device=device, dtype=torch.float64)
+        sample_keys = sample_keys_of(entry, params.seed)
         offered = _Samples(row[counted], sample_keys[counted], entry[counted])
         samples = _samples_merged(samples, offered, params.examples_per_interval, n_rows)
         report("intervals", start + keys.shape[0], total)
@@ -374,6 +373,33 @@ def _interval_pass(
         interval_counts.reshape(layout.d_sae, params.n_intervals).cpu(),
         act_hist.reshape(layout.d_sae, params.act_hist_bins).cpu(),
     )
+
+
+def sample_keys_of(entry: Tensor, seed: int) -> Tensor:
+    """A uniform key in [0, 1) for each kept entry's index [n] (int64): splitmix64 of seed and index, so the
+    interval samples are the same on every device and whatever the chunks (a generator's stream is not: CUDA's
+    Philox draws depend on how the draws are split into calls)."""
+    z = (entry + 1) * _SPLITMIX_GAMMA + _signed(seed * _SPLITMIX_SEED_MIX % (1 << 64))  # int64 arithmetic wraps
+    z = (z ^ _shifted_right(z, 30)) * _SPLITMIX_MIX_1
+    z = (z ^ _shifted_right(z, 27)) * _SPLITMIX_MIX_2
+    z = z ^ _shifted_right(z, 31)
+    return _shifted_right(z, 11).double() / float(1 << 53)  # the top 53 bits: exact in float64
+
+
+def _shifted_right(z: Tensor, bits: int) -> Tensor:
+    """z >> bits as an unsigned 64-bit shift (torch's >> on int64 keeps the sign)."""
+    return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _signed(constant: int) -> int:
+    """A 64-bit unsigned constant as the int64 with the same bits."""
+    return constant - (1 << 64) if constant >= 1 << 63 else constant
+
+
+_SPLITMIX_GAMMA = _signed(0x9E3779B97F4A7C15)
+_SPLITMIX_SEED_MIX = _signed(0xD1B54A32D192ED03)
+_SPLITMIX_MIX_1 = _signed(0xBF58476D1CE4E5B9)
+_SPLITMIX_MIX_2 = _signed(0x94D049BB133111EB)
 
 
 def _bin_index(fraction: Tensor, n_bins: int) -> Tensor:
