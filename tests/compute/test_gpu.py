@@ -144,7 +144,10 @@ def test_a_dashboard_run_on_the_device_matches_the_cpu(device: str, dtype: torch
     np.testing.assert_allclose(got.max_act, expected.max_act, atol=TOLERANCE[dtype] * scale * 2)
     np.testing.assert_allclose(got.frac_nonzero, expected.frac_nonzero, atol=0.1 if dtype == torch.bfloat16 else 0)
     if dtype == torch.float32:  # the same tokens fire, so the same examples are chosen, samples included
-        np.testing.assert_array_equal(got.top.seq, expected.top.seq)
+        # Texts that begin alike tie exactly, and the devices' top-k order ties differently: compare as sets.
+        np.testing.assert_allclose(got.top.values, expected.top.values, atol=TOLERANCE[dtype] * scale)
+        for feature in range(sae.d_sae):
+            assert set(got.top.seq[feature].tolist()) == set(expected.top.seq[feature].tolist()), feature
         np.testing.assert_array_equal(got.intervals.seq, expected.intervals.seq)
         np.testing.assert_array_equal(got.intervals.pos, expected.intervals.pos)
         np.testing.assert_array_equal(got.logit_top_ids, expected.logit_top_ids)
