@@ -146,8 +146,8 @@ def _reconstruction_add(sums: _Sums, x: Tensor, x_hat: Tensor, feature_acts: Ten
     cosine = (x / x.norm(dim=-1, keepdim=True) * (x_hat / x_hat.norm(dim=-1, keepdim=True))).sum(dim=-1)
     sums.sum_x += x.double().sum(dim=0)
     sums.add(
-        (feature_acts != 0).sum(), x.pow(2).sum(), (x - x_hat).pow(2).sum(), cosine.sum(), torch.tensor(x.shape[0], device=x.device),
-        start=0,
+        (feature_acts != 0).sum(), x.pow(2).sum(), (x - x_hat).pow(2).sum(), cosine.sum(),
+        torch.tensor(x.shape[0], device=x.device), start=0,
     )
 
 
