@@ -22,6 +22,7 @@ from atlas.features.services import run_results_publish
 from atlas.saes import services
 from atlas.saes.models import DashboardRun, DashboardShard
 from atlas.saes.selectors import run_unfinished
+from workers.anomaly import run_anomaly_distribution_execute
 from workers.attempts import Attempt, attempt_run
 from workers.compute.dashboard import dashboards_finish, shard_pass
 from workers.compute.metrics import sae_metrics
@@ -151,6 +152,7 @@ def _run_merge_publish(run: DashboardRun) -> None:
         if not services.dashboard_run_publish_lock(run_id=run.pk):
             raise RunCancelled(f"run {run.pk} is finished or gone")
         run_results_publish(run=run, dashboards=dashboards)
+        services.run_anomaly_distribution_queue(run_id=run.pk)
 
 
 def run_metrics_execute(run_id: int, *, final: bool = False) -> None:
@@ -184,11 +186,12 @@ def run_metrics_execute(run_id: int, *, final: bool = False) -> None:
 
 
 def dashboard_run_execute(run_id: int) -> None:
-    """Every shard of a run, its merge, then its metrics, in this process: for commands and tests without a
-    worker. The merge and the metrics get their last try at once, since nothing here would retry them."""
+    """Every shard of a run, its merge, then its metrics and anomaly distribution, in this process: for commands
+    and tests without a worker. All but the shards get their last try at once, since nothing here would retry them."""
     for shard_id in DashboardShard.objects.filter(run_id=run_id).order_by("index").values_list("pk", flat=True):
         shard_execute(shard_id)
     run = DashboardRun.objects.get(pk=run_id)
     if not run.is_finished:
         run_merge(run_id, final=True)
     run_metrics_execute(run_id, final=True)
+    run_anomaly_distribution_execute(run_id, final=True)

@@ -45,12 +45,21 @@ def dashboard_run_metrics(run_id: int) -> None:
     run_metrics_execute(run_id)
 
 
+@shared_task(name="workers.tasks.dashboard_run_anomaly_distribution", **RUN_STEP)
+def dashboard_run_anomaly_distribution(run_id: int) -> None:
+    from workers.anomaly import run_anomaly_distribution_execute
+
+    run_anomaly_distribution_execute(run_id)
+
+
 # A request waits for this one: acknowledged on receipt, since nobody waits for a redelivery.
 @shared_task(name="workers.tasks.text_activations", acks_late=False)
-def text_activations(sae_id: int, text: str, feature: int | None, n_results: int) -> dict[str, Any]:
+def text_activations(sae_id: int, text: str, feature: int | None, n_results: int,
+                     anomaly: bool = False) -> dict[str, Any]:
     from workers.live import text_activations_compute
 
-    return text_activations_compute(sae_id=sae_id, text=text, feature=feature, n_results=n_results)
+    return text_activations_compute(sae_id=sae_id, text=text, feature=feature, n_results=n_results,
+                                    anomaly=anomaly)
 
 
 # Waited for as text_activations is, so acknowledged on receipt too.
@@ -83,3 +92,27 @@ def steer_generate(request: SteerRequest) -> SteerResponse | SteerRefusal:
     from workers.steer import steer_compute
 
     return steer_compute(request)
+
+
+# Waited for as text_activations is: a concept search small enough to answer while the request waits.
+@shared_task(name="workers.tasks.concept_search_live", acks_late=False)
+def concept_search_live(request: dict[str, Any]) -> dict[str, Any]:
+    from workers.concepts import concept_search_answer
+
+    return concept_search_answer(request)
+
+
+# A large concept search: a stored job on the gpu queue, its progress and result written to its row.
+@shared_task(name="workers.tasks.concept_search_execute")
+def concept_search_execute(search_id: str) -> None:
+    from workers.concepts import concept_search_execute as execute
+
+    execute(search_id)
+
+
+# Waited for as text_activations is: a detector's scores of a few texts.
+@shared_task(name="workers.tasks.detect_texts", acks_late=False)
+def detect_texts(request: dict[str, Any]) -> dict[str, Any]:
+    from workers.concepts import detect_answer
+
+    return detect_answer(request)

@@ -14,6 +14,8 @@ from ninja import NinjaAPI, Swagger
 from ninja.errors import HttpError, ValidationError
 from ninja.responses import NinjaJSONEncoder
 
+from atlas.concepts.api import router as concepts_router
+from atlas.concepts.services import ConceptRefused
 from atlas.errors import NotFound
 from atlas.explanations.api import router as explanations_router
 from atlas.explanations.services import ExplanationError
@@ -50,6 +52,7 @@ ERROR_ANSWERS: dict[type[Exception], tuple[int, str]] = {
     VectorRefused: (400, "bad_request"),
     VectorForbidden: (403, "forbidden"),
     SteerRefused: (400, "bad_request"),
+    ConceptRefused: (400, "bad_request"),
 }
 DESCRIPTION = (
     "Neuronpedia-compatible reads (public) and writes (an API key from /account/ in the x-api-key header). "
@@ -87,6 +90,7 @@ api.add_router("", explanations_router)
 api.add_router("", saes_router)
 api.add_router("", vectors_router)
 api.add_router("", steering_router)
+api.add_router("", concepts_router)
 
 
 @api.exception_handler(ValidationError)

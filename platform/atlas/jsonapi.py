@@ -137,6 +137,10 @@ def _storable_text(value: object) -> object:
     return value
 
 
+# A string inside a list or nested value, which RequestSchema's check of its own fields does not reach.
+StorableText = Annotated[str, BeforeValidator(_storable_text)]
+
+
 class RequestSchema(BaseModel):
     """A JSON body: fields under Neuronpedia's names (`validation_alias`), unknown fields ignored as Neuronpedia
     does. Every string field is checked for NUL and lone surrogates before anything else."""

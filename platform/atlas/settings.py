@@ -98,12 +98,13 @@ INSTALLED_APPS = [
     "atlas.accounts",
     "atlas.vectors",
     "atlas.steering",
+    "atlas.concepts",
     # For the API docs page (/api/docs): ninja's templates and its Swagger UI files, served here, not from a CDN.
     "ninja",
 ]
 MIGRATION_MODULES = {
     app: f"migrations.{app}"
-    for app in ("lms", "datasets", "saes", "features", "explanations", "accounts", "vectors", "steering")
+    for app in ("lms", "datasets", "saes", "features", "explanations", "accounts", "vectors", "steering", "concepts")
 }
 
 MIDDLEWARE = [
@@ -226,6 +227,15 @@ ATLAS_LIVE_TIMEOUT_SECONDS = envfloat("ATLAS_LIVE_TIMEOUT_SECONDS", 30.0)
 ATLAS_STEER_TIMEOUT_SECONDS = envfloat("ATLAS_STEER_TIMEOUT_SECONDS", 120.0)
 # Typed text is cut to the model's context in tokens; this bounds what one request may send, in characters.
 ATLAS_LIVE_MAX_CHARACTERS = envint("ATLAS_LIVE_MAX_CHARACTERS", 4000)
+# Concept search: at most this many texts per class, each at most ATLAS_LIVE_MAX_CHARACTERS long (and cut to the
+# model's context in tokens). Up to ATLAS_CONCEPT_LIVE_TEXTS texts in all (SAEs x texts) are answered while the
+# request waits, on the live queue, within ATLAS_CONCEPT_TIMEOUT_SECONDS; more become a job on the gpu queue with a
+# progress bar and a page that stays.
+ATLAS_CONCEPT_MAX_TEXTS = envint("ATLAS_CONCEPT_MAX_TEXTS", 1000)
+ATLAS_CONCEPT_LIVE_TEXTS = envint("ATLAS_CONCEPT_LIVE_TEXTS", 64)
+ATLAS_CONCEPT_TIMEOUT_SECONDS = envfloat("ATLAS_CONCEPT_TIMEOUT_SECONDS", 120.0)
+# POST /api/detect scores at most this many texts while the request waits.
+ATLAS_DETECT_MAX_TEXTS = envint("ATLAS_DETECT_MAX_TEXTS", 64)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

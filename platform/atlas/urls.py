@@ -7,6 +7,7 @@ from django.urls import include, path, re_path
 from atlas.accounts import views as account_views
 from atlas.api import unknown_endpoint
 from atlas.api import urlpatterns as api_urls
+from atlas.concepts import views as concepts_views
 from atlas.datasets import views as dataset_views
 from atlas.explanations import views as explanation_views
 from atlas.features import views
@@ -36,6 +37,11 @@ urlpatterns = [
     path("steer", steering_views.steer_page, name="steer"),
     path("steer/", steering_views.steer_page),
     path("steer/<slug:output_id>", steering_views.steer_output_page, name="steer-output"),
+    path("concepts", concepts_views.concepts_page, name="concepts"),
+    path("concepts/", concepts_views.concepts_page),
+    path("concepts/<slug:search_id>", concepts_views.concept_search_page, name="concept-search"),
+    path("concepts/<slug:search_id>/detector", concepts_views.detector_save, name="concept-detector-save"),
+    path("detectors/<slug:detector_id>", concepts_views.detector_page, name="detector"),
     path("upload/", sae_views.upload, name="upload"),
     path("datasets/new/", dataset_views.dataset_new, name="dataset-new"),
     path("", views.home, name="home"),
@@ -44,6 +50,8 @@ urlpatterns = [
             vector_views.vector_page, name="vector"),
     re_path(r"^(?P<model_id>[-\w.]+)/(?P<source>\d+-vectors-resid-(?:pre|post))/(?P<index>\d{1,9})/delete$",
             vector_views.vector_remove, name="vector-delete"),
+    re_path(r"^(?P<model_id>[-\w.]+)/(?P<source>\d+-vectors-resid-(?:pre|post))/(?P<index>\d{1,9})/dashboard$",
+            sae_views.vector_dashboard_new, name="vector-dashboard"),
     path("<slug:model_id>/<slug:sae_id>/", views.sae_page, name="sae"),
     path("<slug:model_id>/<slug:sae_id>/runs/<int:run_id>/cancel", sae_views.run_cancel, name="run-cancel"),
     path("<slug:model_id>/<slug:sae_id>/rerun", sae_views.sae_rerun, name="sae-rerun"),

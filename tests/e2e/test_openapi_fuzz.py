@@ -29,7 +29,10 @@ EXAMPLES_PER_OPERATION = 100
 KNOWN_GAPS: dict[str, list[CheckFunction]] = {"/api/upload": [positive_data_acceptance],
                                               "/api/vector/new": [positive_data_acceptance],
                                               "/api/steer": [positive_data_acceptance],
-                                              "/api/steer-chat": [positive_data_acceptance]}
+                                              "/api/steer-chat": [positive_data_acceptance],
+                                              "/api/concept/search": [positive_data_acceptance],
+                                              "/api/detector/new": [positive_data_acceptance],
+                                              "/api/detect": [positive_data_acceptance]}
 # A request that gets past validation to a live route waits this long for a worker (none serves the fuzz's queue)
 # and is a 503, rather than waiting out the defaults (30 s, a steer's 120 s) past the client's 10 s.
 NO_WORKER_WAIT_SECONDS = 0.2
@@ -45,6 +48,7 @@ def no_worker(settings: Any) -> None:
     """A live queue nobody serves, whatever runs on this machine, and a short wait on it."""
     settings.ATLAS_LIVE_QUEUE = f"fuzz-nobody-{uuid.uuid4().hex[:8]}"
     settings.ATLAS_LIVE_TIMEOUT_SECONDS = settings.ATLAS_STEER_TIMEOUT_SECONDS = NO_WORKER_WAIT_SECONDS
+    settings.ATLAS_CONCEPT_TIMEOUT_SECONDS = NO_WORKER_WAIT_SECONDS
 
 
 @pytest.fixture

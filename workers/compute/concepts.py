@@ -235,6 +235,7 @@ class SparseProbePoint:
 
     k: int
     features: Indices  # [k], best train AUROC first
+    probe: LinearProbe  # over the k features' pooled activations, in that order
     test: HeldOutScore
 
 
@@ -326,7 +327,7 @@ def accuracy_threshold(scores: Floats, labels: Labels) -> float:
 def _sparse_probe(values: Floats, labels: Labels, train: Indices, test: Indices, features: Indices,
                   seed: int) -> SparseProbePoint:
     probe = logistic_probe(values[train], labels[train], seed=seed)
-    return SparseProbePoint(k=len(features), features=features,
+    return SparseProbePoint(k=len(features), features=features, probe=probe,
                             test=_held_out(probe.score(values[test]), labels[test], threshold=0.0))
 
 
@@ -371,3 +372,53 @@ def _cosines(direction: Floats, rows: Tensor) -> Floats:
     norms = rows.norm(dim=1) * target.norm()
     cosines: Floats = ((rows @ target) / norms.clamp_min(torch.finfo(torch.float32).tiny)).cpu().numpy()
     return cosines
+
+
+@dataclass(frozen=True)
+class ConceptSearchResult:
+    """Everything a concept search answers, texts in the order given: the positives, then the negatives."""
+
+    labels: Labels  # [n_texts] True for a positive text
+    pooled: PooledActivations
+    ranking: FeatureRanking  # every feature
+    top: Indices  # [k] the features of highest AUROC, best first
+    top_scores: Floats  # [n_texts, k] each text's pooled activation of each top feature
+    probes: ProbeReport
+    mass_mean_cosines: DirectionCosines  # the mass-mean probe's direction against the top features
+    logistic_cosines: DirectionCosines
+    mass_mean_nearest: NearestFeatures  # the features nearest each probe direction across the whole SAE
+    logistic_nearest: NearestFeatures
+
+
+def concept_search_compute(
+    model: HookedTransformer,
+    sae: SparseAutoencoder,
+    hook_name: str,
+    positives: Sequence[str],
+    negatives: Sequence[str],
+    pooling: Pooling,
+    *,
+    batch_size: int = 16,
+    top_k: int = 50,
+    nearest: int = 10,
+    progress: Callable[[int, int], None] | None = None,
+) -> ConceptSearchResult:
+    """One model and SAE pass over both sets, then the ranking, the probes and their cosines with the features."""
+    labels = np.array([True] * len(positives) + [False] * len(negatives))
+    _labels_check(labels, labels.shape[0])
+    pooled = pooled_activations(model, sae, hook_name, [*positives, *negatives], pooling, batch_size, progress)
+    ranking = feature_ranking(pooled.features, labels)
+    top = top_features(ranking, min(top_k, sae.d_sae))
+    probes = probe_report(pooled.hook, pooled.features, labels)
+    return ConceptSearchResult(
+        labels=labels,
+        pooled=pooled,
+        ranking=ranking,
+        top=top,
+        top_scores=pooled.features[:, top],
+        probes=probes,
+        mass_mean_cosines=direction_cosines(probes.mass_mean.direction, sae.W_dec, sae.W_enc, top),
+        logistic_cosines=direction_cosines(probes.logistic.direction, sae.W_dec, sae.W_enc, top),
+        mass_mean_nearest=nearest_features(probes.mass_mean.direction, sae.W_dec, nearest),
+        logistic_nearest=nearest_features(probes.logistic.direction, sae.W_dec, nearest),
+    )

@@ -25,6 +25,73 @@
     return line;
   }
 
+  const percent = (share) => `${(share * 100).toFixed(1)} %`;
+
+  // How unusual a token is: the higher of its two percentiles, or without a distribution its reconstruction
+  // error (a share of the activation, 0 to 1 and more).
+  function unusualness(anomaly, position) {
+    const shares = [anomaly.reconstructionErrorPercentile, anomaly.rarityPercentile]
+      .filter((values) => values && values[position] !== null).map((values) => values[position]);
+    if (shares.length) return Math.max(...shares);
+    const error = anomaly.reconstructionError[position];
+    return error === null ? 0 : Math.min(error, 1);
+  }
+
+  function anomalyTitle(anomaly, position) {
+    const error = anomaly.reconstructionError[position];
+    if (error === null) return "BOS: not scored";
+    const parts = [`reconstruction error ${error.toFixed(3)}`];
+    if (anomaly.reconstructionErrorPercentile) parts[0] += ` (above ${percent(anomaly.reconstructionErrorPercentile[position])} of the dataset)`;
+    if (anomaly.rarity) {
+      let rarity = `rarity ${anomaly.rarity[position].toFixed(2)} nats`;
+      if (anomaly.rarityPercentile) rarity += ` (above ${percent(anomaly.rarityPercentile[position])} of the dataset)`;
+      parts.push(rarity);
+    }
+    return parts.join(", ");
+  }
+
+  // The token most unusual to the SAE, in a sentence: by percentile where the dataset's distribution is known.
+  function anomalySentence(result) {
+    const anomaly = result.anomaly;
+    const sentence = document.createElement("p");
+    sentence.className = "muted";
+    sentence.dataset.field = "anomaly-summary";
+    const candidates = [
+      [anomaly.maxReconstructionErrorTokenIndex, anomaly.maxReconstructionErrorPercentile, "reconstruction error"],
+      [anomaly.maxRarityTokenIndex, anomaly.maxRarityPercentile, "rarity of its features"],
+    ].filter(([position, share]) => position !== null && share !== null);
+    if (candidates.length) {
+      const [position, share, score] = candidates.reduce((best, next) => (next[1] > best[1] ? next : best));
+      sentence.textContent = `Most unusual token: '${visible(result.tokens[position])}', more unusual than ` +
+        `${percent(share)} of the dataset's tokens (by ${score}).`;
+    } else if (anomaly.maxReconstructionErrorTokenIndex !== null) {
+      const position = anomaly.maxReconstructionErrorTokenIndex;
+      sentence.textContent = `Highest reconstruction error: '${visible(result.tokens[position])}' ` +
+        `(${anomaly.maxReconstructionError.toFixed(3)}). ${anomaly.message || ""}`;
+    }
+    return sentence;
+  }
+
+  // A second line under the activations: each token shaded by how unusual it is, the scores on hover.
+  function anomalyLine(result) {
+    const line = document.createElement("div");
+    line.className = "example";
+    line.dataset.field = "anomaly";
+    const label = document.createElement("span");
+    label.className = "value";
+    label.textContent = "unusual";
+    line.appendChild(label);
+    result.tokens.forEach((token, position) => {
+      const span = document.createElement("span");
+      span.className = "anomaly-tok";
+      span.style.backgroundColor = `rgba(220, 38, 38, ${(0.6 * unusualness(result.anomaly, position)).toFixed(3)})`;
+      span.title = anomalyTitle(result.anomaly, position);
+      span.textContent = visible(token);
+      line.appendChild(span);
+    });
+    return line;
+  }
+
   async function postJson(url, body) {
     const response = await fetch(url, {
       method: "POST",
@@ -71,7 +138,8 @@
     liveForm(
       feature,
       (text) => postJson(url, { feature: { modelId: model, source, index: Number(index) }, customText: text }),
-      (result) => [shadedLine(result, Number(scale) || result.maxValue)],
+      (result) => [shadedLine(result, Number(scale) || result.maxValue),
+        ...(result.anomaly ? [anomalyLine(result), anomalySentence(result)] : [])],
     );
   }
 

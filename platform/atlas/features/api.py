@@ -16,6 +16,7 @@ from atlas.features.schemas import (
     FeaturesOffset,
     SearchAll,
     SearchAllOut,
+    TextActivationAnomalyOut,
     TextActivationOut,
     TokenTopFeaturesOut,
     TopkByToken,
@@ -70,17 +71,19 @@ def features_by_offset(request: HttpRequest, body: FeaturesOffset) -> list[Featu
     return [FeatureOut.from_view(view) for view in features_offset(sae, body.offset)]
 
 
-@router.post("/activation/new", url_name="api-activation-new", response={200: TextActivationOut, **LIVE_ERRORS})
-def activation_new(request: HttpRequest, body: ActivationNew) -> TextActivationOut:
+@router.post("/activation/new", url_name="api-activation-new",
+             response={200: TextActivationAnomalyOut, **LIVE_ERRORS})
+def activation_new(request: HttpRequest, body: ActivationNew) -> TextActivationAnomalyOut:
     """A feature's activation on each token of typed text (BOS first), computed by a worker while the request
-    waits."""
+    waits, with each token's anomaly scores (`anomaly`): the SAE's reconstruction error and the rarity of the
+    features that fire, and the share of the dataset's tokens that score lower."""
     sae = sae_get(body.feature.model_id, body.feature.source)
     index = body.feature.index
     if index >= sae.d_sae:
         raise NotFound(f"{sae} has features 0 to {sae.d_sae - 1}; there is no feature {index}.")
     LIVE_RATE.check(request)
-    live = feature_activations_live(sae=sae, index=index, text=body.custom_text)
-    return TextActivationOut.from_live(sae, live, live.features[0])
+    live = feature_activations_live(sae=sae, index=index, text=body.custom_text, anomaly=True)
+    return TextActivationAnomalyOut.from_live_anomaly(sae, live)
 
 
 def _search_saes(body: SearchAll) -> list[Sae]:

@@ -61,9 +61,26 @@ class TokenFeatures:
 
 
 @dataclass(frozen=True)
+class TextAnomaly:
+    """Each token's anomaly scores (workers.compute.anomaly defines them), BOS first and None: it counts nowhere.
+
+    A list is None where it cannot be known: rarity without a published run's densities, percentiles without
+    its anomaly distribution; `message` then says why.
+    """
+
+    reconstruction_error: list[float | None]
+    rarity: list[float | None] | None
+    reconstruction_error_percentile: list[float | None] | None
+    rarity_percentile: list[float | None] | None
+    dataset_tokens: int | None  # the distribution's sample
+    message: str
+
+
+@dataclass(frozen=True)
 class LiveActivations:
     tokens: list[str]  # BOS first, as the vocabulary shows them
     features: list[FeatureOnText]
+    anomaly: TextAnomaly | None = None  # asked for by activation/new alone
 
 
 def no_worker_message(timeout: float | None = None) -> str:
@@ -90,15 +107,30 @@ def worker_answer(task: str = LIVE_TASK, timeout: float | None = None, **task_kw
     return answer
 
 
+def _text_anomaly(answer: dict[str, Any] | None) -> TextAnomaly | None:
+    if answer is None:
+        return None
+    return TextAnomaly(
+        reconstruction_error=answer["reconstructionError"],
+        rarity=answer["rarity"],
+        reconstruction_error_percentile=answer["reconstructionErrorPercentile"],
+        rarity_percentile=answer["rarityPercentile"],
+        dataset_tokens=answer["datasetTokens"],
+        message=answer["message"],
+    )
+
+
 def _live_activations(sae: Sae, answer: dict[str, Any]) -> LiveActivations:
     features = [FeatureOnText(index, values) for index, values in zip(answer["features"], answer["values"],
                                                                       strict=True)]
-    return LiveActivations(tokens_text(vocabulary_for(sae.language_model), answer["tokenIds"]), features)
+    return LiveActivations(tokens_text(vocabulary_for(sae.language_model), answer["tokenIds"]), features,
+                           _text_anomaly(answer.get("anomaly")))
 
 
-def feature_activations_live(*, sae: Sae, index: int, text: str) -> LiveActivations:
-    """One feature's activation on each token of text, computed by a worker; one entry in `features`."""
-    answer = worker_answer(sae_id=sae.pk, text=text, feature=index, n_results=1)
+def feature_activations_live(*, sae: Sae, index: int, text: str, anomaly: bool = False) -> LiveActivations:
+    """One feature's activation on each token of text, computed by a worker; one entry in `features`. With
+    anomaly, each token's anomaly scores too, from the same forward."""
+    answer = worker_answer(sae_id=sae.pk, text=text, feature=index, n_results=1, anomaly=anomaly)
     return _live_activations(sae, answer)
 
 

@@ -9,7 +9,7 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from atlas.explanations.schemas import ExplanationOut
-from atlas.features.live import FeatureOnText, LiveActivations, TokenFeatures
+from atlas.features.live import FeatureOnText, LiveActivations, TextAnomaly, TokenFeatures
 from atlas.features.selectors import ExampleView, FeatureBrief, FeatureView
 from atlas.jsonapi import (
     POSTGRES_INTEGER_MAX,
@@ -268,6 +268,73 @@ class TextActivationOut(ResponseSchema):
             max_value_token_index=found.max_value_token_index,
             min_value=min(found.values, default=0.0),
         )
+
+
+def _peak(values: list[float | None] | None) -> int | None:
+    """The token with the highest score (the first of equals), BOS and unknown scores aside; None if none."""
+    known = [(value, -position) for position, value in enumerate(values or []) if value is not None]
+    return -max(known)[1] if known else None
+
+
+def _at(values: list[float | None] | None, position: int | None) -> float | None:
+    return None if values is None or position is None else values[position]
+
+
+class AnomalyOut(ResponseSchema):
+    """How unusual each token of typed text is to the SAE, and against its dataset's own tokens. Per-token lists
+    start with BOS, whose entries are null: it counts nowhere, as in the dashboards."""
+
+    reconstruction_error: list[float | None] = Field(
+        serialization_alias="reconstructionError",
+        description="|x - x_hat|^2 / |x|^2 at the SAE's hook: the share of the activation the SAE misses")
+    rarity: list[float | None] | None = Field(
+        description="the activation-weighted mean of -ln(density) over the features that fire, in nats, densities "
+                    "from the published run (0 when nothing fires); null without a published run")
+    reconstruction_error_percentile: list[float | None] | None = Field(
+        serialization_alias="reconstructionErrorPercentile",
+        description="the share (0 to 1) of the dataset's tokens with a lower reconstruction error; null until the "
+                    "published run's anomaly distribution is computed")
+    rarity_percentile: list[float | None] | None = Field(serialization_alias="rarityPercentile",
+                                                        description="as reconstructionErrorPercentile, for rarity")
+    max_reconstruction_error: float | None = Field(serialization_alias="maxReconstructionError")
+    max_reconstruction_error_token_index: int | None = Field(serialization_alias="maxReconstructionErrorTokenIndex")
+    max_reconstruction_error_percentile: float | None = Field(serialization_alias="maxReconstructionErrorPercentile")
+    max_rarity: float | None = Field(serialization_alias="maxRarity")
+    max_rarity_token_index: int | None = Field(serialization_alias="maxRarityTokenIndex")
+    max_rarity_percentile: float | None = Field(serialization_alias="maxRarityPercentile")
+    dataset_tokens: int | None = Field(serialization_alias="datasetTokens",
+                                       description="the dataset tokens the percentiles are measured against")
+    message: str | None = Field(description="why some scores or percentiles are null; null when none is")
+
+    @classmethod
+    def from_live(cls, anomaly: TextAnomaly) -> Self:
+        error_peak, rarity_peak = _peak(anomaly.reconstruction_error), _peak(anomaly.rarity)
+        return cls(
+            reconstruction_error=anomaly.reconstruction_error,
+            rarity=anomaly.rarity,
+            reconstruction_error_percentile=anomaly.reconstruction_error_percentile,
+            rarity_percentile=anomaly.rarity_percentile,
+            max_reconstruction_error=_at(anomaly.reconstruction_error, error_peak),
+            max_reconstruction_error_token_index=error_peak,
+            max_reconstruction_error_percentile=_at(anomaly.reconstruction_error_percentile, error_peak),
+            max_rarity=_at(anomaly.rarity, rarity_peak),
+            max_rarity_token_index=rarity_peak,
+            max_rarity_percentile=_at(anomaly.rarity_percentile, rarity_peak),
+            dataset_tokens=anomaly.dataset_tokens,
+            message=anomaly.message or None,
+        )
+
+
+class TextActivationAnomalyOut(TextActivationOut):
+    """POST /api/activation/new's answer: Neuronpedia's fields, and each token's anomaly scores."""
+
+    anomaly: AnomalyOut
+
+    @classmethod
+    def from_live_anomaly(cls, sae: Sae, live: LiveActivations) -> Self:
+        assert live.anomaly is not None  # asked for by the caller
+        plain = TextActivationOut.from_live(sae, live, live.features[0])
+        return cls(**plain.model_dump(), anomaly=AnomalyOut.from_live(live.anomaly))
 
 
 class SearchAllOut(ResponseSchema):

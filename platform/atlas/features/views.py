@@ -24,7 +24,7 @@ from atlas.features.selectors import (
     sae_features_page,
 )
 from atlas.lms.selectors import language_models_list
-from atlas.saes.selectors import sae_get, sae_latest_run, saes_list, saes_with_latest_run
+from atlas.saes.selectors import sae_feature_vector, sae_get, sae_latest_run, saes_list, saes_with_latest_run
 
 SORT_COLUMN_TITLES = [(FeatureSort.INDEX, "Feature"), (FeatureSort.DENSITY, "log₁₀ density"),
                       (FeatureSort.MAX_ACT, "Max activation")]
@@ -86,6 +86,7 @@ def feature_page(request: HttpRequest, model_id: str, sae_id: str, index: int) -
         "logit_hist": {"x": view.logit_hist.centers, "y": view.logit_hist.heights},
         "previous_index": index - 1 if index > 0 else None,
         "next_index": index + 1 if index + 1 < view.sae.d_sae else None,
+        "feature_vector": sae_feature_vector(view.sae, index),
     }
     return render(request, "feature.html", context)
 

@@ -1,5 +1,6 @@
 """JSON API for SAEs: uploading one (the upload form's fields as multipart/form-data, by x-api-key), following
-a dashboard run's progress, and its owner's actions: cancel a run, run the SAE again, delete it."""
+a dashboard run's progress, its owner's actions (cancel a run, run the SAE again, delete it), and a vector's
+dashboard, computed as an SAE's."""
 
 from typing import Annotated, Any
 
@@ -10,11 +11,28 @@ from ninja import Path, Router, Status
 from pydantic import Field
 
 from atlas.accounts.auth import ApiKeyAuth, ApiKeyRequest
-from atlas.jsonapi import ApiError, Identifier, ResponseSchema, error_responses
+from atlas.jsonapi import (
+    ApiError,
+    FeatureIndex,
+    Identifier,
+    JsonNumber,
+    RequestSchema,
+    ResponseSchema,
+    error_responses,
+)
 from atlas.saes.forms import SaeUploadForm
 from atlas.saes.schemas import RunOut, UploadOut
-from atlas.saes.selectors import run_get, sae_get
-from atlas.saes.services import SaeUploadError, dashboard_run_again, dashboard_run_cancel, sae_delete, sae_upload
+from atlas.saes.selectors import run_get, sae_get, vector_dashboard_dataset
+from atlas.saes.services import (
+    SaeUploadError,
+    VectorDashboardRefused,
+    dashboard_run_again,
+    dashboard_run_cancel,
+    sae_delete,
+    sae_upload,
+    vector_dashboard_start,
+)
+from atlas.vectors.selectors import vector_get
 
 router = Router(tags=["saes"], by_alias=True)
 
@@ -110,3 +128,39 @@ def sae_remove(request: ApiKeyRequest, model_id: Annotated[Identifier, Path(alia
     deleted = sae_delete(sae=sae_get(model_id, layer), by=request.auth)
     return SaeDeletedOut(model_id=model_id, layer=layer, runs=deleted.runs, features=deleted.features,
                          explanations=deleted.explanations)
+
+
+class VectorDashboardNew(RequestSchema):
+    model_id: Identifier = Field(validation_alias="modelId")
+    source: Identifier = Field(description="the vector's source, e.g. 0-vectors-resid-post")
+    index: FeatureIndex
+    dataset_id: Identifier | None = Field(
+        None, validation_alias="datasetId", description="a dataset of the vector's model; its newest when left out")
+    bias: JsonNumber = Field(0.0, description="added to h·v before the ReLU: the feature fires relu(h·v + bias)")
+
+
+class VectorDashboardOut(ResponseSchema):
+    """The SAE that holds the vector's dashboard (the vector is its feature `index`) and the run computing it."""
+
+    message: str
+    model_id: str = Field(serialization_alias="modelId")
+    layer: str = Field(description="the dashboard SAE's id")
+    index: int
+    url: str = Field(description="the dashboard's feature page, once the run publishes")
+    run: RunOut
+
+
+@router.post("/vector/dashboard", auth=ApiKeyAuth(), url_name="api-vector-dashboard",
+             response={201: VectorDashboardOut, **error_responses(401, 403, 404, 409)})
+def vector_dashboard(request: ApiKeyRequest, body: VectorDashboardNew) -> Status[VectorDashboardOut]:
+    """Compute a vector's dashboard (its owner's or staff's x-api-key) as feature 0 of an SAE
+    `<layer>-vectors-<index>-dash`, on a dataset of its model; 409 if it has one already."""
+    vector = vector_get(body.model_id, body.source, body.index)
+    dataset = vector_dashboard_dataset(vector, body.dataset_id)
+    try:
+        sae = vector_dashboard_start(vectors=[vector], dataset=dataset, owner=request.auth, biases=[body.bias])
+    except VectorDashboardRefused as error:
+        raise ApiError(400, "bad_request", error.message) from error
+    url = request.build_absolute_uri(reverse("feature", args=[sae.language_model.slug, sae.slug, 0]))
+    return Status(201, VectorDashboardOut(message=f"Queued on {dataset.slug}.", model_id=sae.language_model.slug,
+                                          layer=sae.slug, index=0, url=url, run=RunOut.from_run(sae.runs.get())))

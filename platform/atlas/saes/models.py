@@ -166,3 +166,28 @@ class RunMetrics(models.Model):
 
     def __str__(self) -> str:
         return f"metrics of run {self.run_id} ({self.status})"
+
+
+class RunAnomalyDistribution(models.Model):
+    """A published run's own distribution of the anomaly scores (workers.compute.anomaly defines them), over the
+    first sequences of its dataset: quantile tables that live text's scores are read against as percentiles.
+
+    Computed by a task of its own, queued when the run publishes (the scores need the run's feature densities);
+    tables null until then.
+    """
+
+    Status = TaskStatus
+
+    run = models.OneToOneField(DashboardRun, on_delete=models.CASCADE, related_name="anomaly_distribution")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    n_sequences = models.PositiveIntegerField(null=True, blank=True)
+    n_tokens = models.BigIntegerField(null=True, blank=True)
+    # QUANTILES floats each, ascending: the 0 %, 0.1 %, ..., 100 % quantiles of the sample's scores.
+    reconstruction_error_quantiles = models.JSONField(null=True, blank=True)
+    rarity_quantiles = models.JSONField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"anomaly distribution of run {self.run_id} ({self.status})"

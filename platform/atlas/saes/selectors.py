@@ -1,12 +1,17 @@
 """Reads of SAEs and their runs: lookups by address, listings, run progress and quality metrics."""
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AnonymousUser, User
 
+from atlas.datasets.models import Dataset
 from atlas.errors import NotFound
 from atlas.lms.models import LanguageModel
 from atlas.saes.models import FINISHED_STATUSES, DashboardRun, DashboardShard, RunMetrics, Sae
+from atlas.vectors.models import Vector
+from workers.compute.vector_sae import VECTORS_KEY, VectorSaeEntry, vector_sae_entries
 
 # A feature active on more than this share of the run's tokens is dense (Neuronpedia's and SAELens's 10%).
 DENSE_FEATURE_FRACTION = 0.1
@@ -126,3 +131,78 @@ def sae_holdings(sae: Sae) -> SaeHoldings:
     published = sae.published_run
     return SaeHoldings(runs=sae.runs.count(), features=(published.features_total or 0) if published else 0,
                        explanations=sae.explanations.count())
+
+
+# Vectors' dashboards (services.vector_dashboard_start): a set of vectors of one hook stored as an SAE whose feature i
+# is vector i, under an id of this shape, which no upload may take.
+VECTOR_DASHBOARD_SLUG_PATTERN = re.compile(r"^\d+-vectors-\d+(?:-\d+)*-dash$")
+
+
+def vector_dashboard_slug(layer: int, vector_ids: Sequence[int]) -> str:
+    """`5-vectors-12-dash` for vector 12 at layer 5; `5-vectors-12-13-dash` for the set of 12 and 13."""
+    return f"{layer}-vectors-{'-'.join(str(vector_id) for vector_id in vector_ids)}-dash"
+
+
+def vector_dashboard_slug_reserved(slug: str) -> bool:
+    return VECTOR_DASHBOARD_SLUG_PATTERN.match(slug) is not None
+
+
+@dataclass(frozen=True)
+class FeatureVector:
+    """The vector whose dashboard a vector SAE's feature is: as the SAE's cfg lists it, and its row while it exists."""
+
+    entry: VectorSaeEntry
+    vector: Vector | None  # None once the vector is deleted; its dashboard stays
+
+
+def sae_feature_vector(sae: Sae, index: int) -> FeatureVector | None:
+    """The vector of feature index, for an SAE made of vectors; None for any other SAE."""
+    entries = vector_sae_entries(sae.cfg)
+    if entries is None or not 0 <= index < len(entries):
+        return None
+    entry = entries[index]
+    vector = Vector.objects.select_related("language_model").filter(pk=entry.id,
+                                                                    language_model_id=sae.language_model_id).first()
+    return FeatureVector(entry=entry, vector=vector)
+
+
+@dataclass(frozen=True)
+class VectorDashboard:
+    """An SAE holding the vector's dashboard: the vector is its feature `index`; its newest run, if any."""
+
+    sae: Sae
+    index: int
+    run: DashboardRun | None
+
+
+def vector_dashboards(vector: Vector) -> list[VectorDashboard]:
+    """Every SAE computing or holding the vector's dashboard, newest first."""
+    listing_it = {f"cfg__{VECTORS_KEY}__contains": [{"id": vector.pk}]}  # jsonb @>: a list entry with this id
+    saes = (Sae.objects.select_related("language_model")
+            .filter(language_model_id=vector.language_model_id, **listing_it).order_by("-created"))
+    dashboards = []
+    for sae in saes:
+        entries = vector_sae_entries(sae.cfg) or []
+        index = next(position for position, entry in enumerate(entries) if entry.id == vector.pk)
+        dashboards.append(VectorDashboard(sae=sae, index=index, run=sae_latest_run(sae)))
+    return dashboards
+
+
+def vector_dashboard_datasets(vector: Vector) -> list[Dataset]:
+    """The datasets a vector's dashboard may be computed on: its model's, newest first."""
+    return list(Dataset.objects.filter(language_model_id=vector.language_model_id).order_by("-created", "-pk"))
+
+
+def vector_dashboard_dataset(vector: Vector, slug: str | None) -> Dataset:
+    """The dataset named slug (any model's: the service refuses another model's with its reason), or without one
+    the vector's model's newest."""
+    if slug is None:
+        newest = next(iter(vector_dashboard_datasets(vector)), None)
+        if newest is None:
+            raise NotFound(f"{vector.language_model.slug} has no dataset to compute a dashboard on; add one at "
+                           "/datasets/new/.")
+        return newest
+    dataset = Dataset.objects.select_related("language_model").filter(slug=slug).first()
+    if dataset is None:
+        raise NotFound(f"No dataset '{slug}'; the home page lists the datasets this server has.")
+    return dataset

@@ -6,7 +6,7 @@ import math
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,10 +25,11 @@ from atlas.celery import app as celery_app
 from atlas.datasets.models import Dataset
 from atlas.lms.models import LanguageModel
 from atlas.saes.archives import ArchiveError
-from atlas.saes.models import FINISHED_STATUSES, DashboardRun, DashboardShard, RunMetrics, Sae
-from atlas.saes.selectors import sae_may_manage
+from atlas.saes.models import FINISHED_STATUSES, DashboardRun, DashboardShard, RunAnomalyDistribution, RunMetrics, Sae
+from atlas.saes.selectors import sae_may_manage, vector_dashboard_slug, vector_dashboard_slug_reserved
 from atlas.saes.upload_checks import PackedSae, UploadCheckStopped, upload_files_check
-from atlas.vectors.selectors import vector_source_reserved
+from atlas.vectors.models import Vector
+from atlas.vectors.selectors import vector_may_manage, vector_source_reserved
 from workers.compute.hooks import hook_layer
 from workers.compute.metric_results import SaeMetrics
 from workers.compute.params import DashboardParams
@@ -39,12 +40,15 @@ from workers.compute.sae_files import (
     WEIGHTS_FILENAME,
     SaeConfig,
     SaeFormatError,
+    sae_config_from_dict,
 )
 from workers.compute.sae_release import sae_release_fetch
+from workers.compute.vector_sae import VectorInSae, VectorSaeError, vector_sae_write
 
 SHARD_TASK = "workers.tasks.dashboard_shard_execute"
 METRICS_TASK = "workers.tasks.dashboard_run_metrics"
 MERGE_TASK = "workers.tasks.dashboard_run_merge"
+ANOMALY_TASK = "workers.tasks.dashboard_run_anomaly_distribution"
 # Neuronpedia's short names for where an SAE reads, as in its ids ("6-res-jb", "8-att-kk").
 _HOOK_KIND = {
     "hook_resid_post": "res",
@@ -281,9 +285,9 @@ def sae_upload(
         slug = slug.strip() or sae_default_slug(hook, config.d_sae)
         if Sae.objects.filter(language_model=language_model, slug=slug).exists():
             raise _duplicate_id(language_model, slug)
-        if vector_source_reserved(slug):
-            raise SaeUploadError(f"'{slug}' is the shape of a vector source's id (<layer>-vectors-resid-pre/post); "
-                                 "choose another id.", "slug")
+        if vector_source_reserved(slug) or vector_dashboard_slug_reserved(slug):
+            raise SaeUploadError(f"'{slug}' is the shape of a vector source's id (<layer>-vectors-resid-pre/post) "
+                                 "or a vector dashboard's (<layer>-vectors-<ids>-dash); choose another id.", "slug")
         return _sae_store(staging, media, language_model, dataset, uploaded_by, config, hook, slug, description,
                           params)
     finally:
@@ -838,3 +842,128 @@ def sae_delete(*, sae: Sae, by: User) -> SaeDeleted:
         transaction.on_commit(files_delete)
     return SaeDeleted(runs=counts.get("saes.DashboardRun", 0), features=counts.get("features.Feature", 0),
                       explanations=counts.get("explanations.Explanation", 0))
+
+
+# Vectors' dashboards (issue 13): a set of stored vectors of one hook, written as a linear SAE whose feature i fires
+# relu(h·w_i + b_i) (workers.compute.vector_sae), stored and run exactly as an upload is.
+
+# At most this many vectors in one set, which keeps the SAE's id within its 100 characters.
+VECTOR_SET_MAX = 8
+
+
+class VectorDashboardRefused(SaeActionRefused):
+    """A dashboard of vectors that cannot be computed as asked; the message names the field and what to send."""
+
+
+def vector_dashboard_start(*, vectors: Sequence[Vector], dataset: Dataset, owner: User,
+                           biases: Sequence[float] | None = None, params: RunParams = RunParams()) -> Sae:
+    """Store the vectors (each the owner's, or the owner staff) as an SAE `<layer>-vectors-<ids>-dash` and queue its
+    dashboard run on dataset; the biases default to 0. Nothing stays on failure."""
+    _vector_set_check(vectors)
+    for vector in vectors:
+        if not vector_may_manage(vector, owner):
+            raise SaeActionForbidden(f"Only {vector.owner.username}, who made {vector}, or staff may compute its "
+                                     "dashboard; use their login or API key, or ask staff.")
+    first = vectors[0]
+    language_model = first.language_model
+    biases = [0.0] * len(vectors) if biases is None else list(biases)
+    _vector_dashboard_inputs_check(language_model, dataset, biases, len(vectors), params)
+    slug = vector_dashboard_slug(first.layer, [vector.pk for vector in vectors])
+    if Sae.objects.filter(language_model=language_model, slug=slug).exists():
+        raise _vector_dashboard_exists(language_model, slug)
+    media = Path(settings.MEDIA_ROOT)
+    staging = media / "staging" / uuid.uuid4().hex
+    try:
+        cfg = vector_sae_write(staging, [VectorInSae(id=vector.pk, label=vector.label, values=vector.values_array(),
+                                                     bias=bias) for vector, bias in zip(vectors, biases, strict=True)],
+                               hook_name=first.hook_name, model_name=language_model.slug)
+        description = f"Dashboard of vector{'s' if len(vectors) > 1 else ''} {', '.join(v.label for v in vectors)}"
+        try:
+            return _sae_store(staging, media, language_model, dataset, owner, sae_config_from_dict(cfg),
+                              first.hook_name, slug, description, params)
+        except SaeUploadError as error:  # only another request storing the same set first
+            raise _vector_dashboard_exists(language_model, slug) from error
+    except VectorSaeError as error:
+        raise VectorDashboardRefused(f"'index': {error}; pick a non-zero vector.") from error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _vector_set_check(vectors: Sequence[Vector]) -> None:
+    if not 1 <= len(vectors) <= VECTOR_SET_MAX:
+        raise VectorDashboardRefused(f"A dashboard is of 1 to {VECTOR_SET_MAX} vectors; {len(vectors)} were given.")
+    if len({vector.pk for vector in vectors}) != len(vectors):
+        raise VectorDashboardRefused("The vectors of a dashboard must differ; each was given once only.")
+    first = vectors[0]
+    for vector in vectors[1:]:
+        if (vector.language_model_id, vector.hook_name) != (first.language_model_id, first.hook_name):
+            raise VectorDashboardRefused(f"{vector} is at {vector.language_model.slug} {vector.hook_name}, but {first} "
+                                         f"at {first.language_model.slug} {first.hook_name}; a set shares one hook.")
+
+
+def _vector_dashboard_inputs_check(language_model: LanguageModel, dataset: Dataset, biases: Sequence[float],
+                                   n_vectors: int, params: RunParams) -> None:
+    if dataset.language_model_id != language_model.pk:
+        others = ", ".join(Dataset.objects.filter(language_model=language_model).values_list("slug", flat=True))
+        raise VectorDashboardRefused(
+            f"'datasetId': dataset '{dataset.slug}' was tokenized for {dataset.language_model.slug}, not "
+            f"{language_model.slug}; choose one of {language_model.slug}'s datasets ({others or 'it has none yet'}).")
+    if len(biases) != n_vectors or not all(math.isfinite(bias) for bias in biases):
+        raise VectorDashboardRefused(f"'biases': give {n_vectors} finite number{'s' if n_vectors > 1 else ''}, one "
+                                     f"per vector, or none for 0; got {list(biases)}.")
+    try:
+        _check_run_params(language_model, dataset, params)
+    except SaeUploadError as error:
+        raise VectorDashboardRefused(f"'{error.field}': {error.message}") from error
+
+
+def _vector_dashboard_exists(language_model: LanguageModel, slug: str) -> SaeActionConflict:
+    return SaeActionConflict(f"{language_model.slug}/{slug} holds this dashboard already; its page shows it, can run "
+                             "it again, or delete it so that another can be computed.")
+
+
+# A published run's anomaly distribution: queued by the publish, computed by its own task, so that its failure
+# never touches the dashboards. No heartbeat: a worker that dies mid-step leaves it running until the broker hands
+# the task out again, and a try then starts over (it writes nothing until it stores the tables).
+
+
+def run_anomaly_distribution_queue(*, run_id: int) -> None:
+    """Record the run's distribution as to compute and queue its task once the caller's transaction (the publish)
+    commits; a run published again computes it again, as its densities may have changed."""
+    RunAnomalyDistribution.objects.update_or_create(
+        run_id=run_id, defaults={"status": RunAnomalyDistribution.Status.QUEUED, "attempts": 0, "error": ""})
+    queue = settings.ATLAS_GPU_QUEUE
+    transaction.on_commit(lambda: celery_app.send_task(ANOMALY_TASK, args=[run_id], queue=queue))
+
+
+def run_anomaly_distribution_start(*, run_id: int) -> RunAnomalyDistribution | None:
+    """Record another try, counted in `attempts`; None when there is nothing to compute (done with, or gone)."""
+    with transaction.atomic():
+        current = RunAnomalyDistribution.objects.select_for_update().filter(run_id=run_id).first()
+        if current is None or current.status in FINISHED_STATUSES:
+            return None
+        current.attempts += 1
+        current.status = RunAnomalyDistribution.Status.RUNNING
+        current.save(update_fields=["attempts", "status"])
+    return current
+
+
+def run_anomaly_distribution_store(*, distribution: RunAnomalyDistribution, n_sequences: int, n_tokens: int,
+                                   reconstruction_error_quantiles: list[float],
+                                   rarity_quantiles: list[float]) -> None:
+    RunAnomalyDistribution.objects.filter(pk=distribution.pk).update(
+        status=RunAnomalyDistribution.Status.SUCCEEDED, error="", finished=timezone.now(), n_sequences=n_sequences,
+        n_tokens=n_tokens, reconstruction_error_quantiles=reconstruction_error_quantiles,
+        rarity_quantiles=rarity_quantiles,
+    )
+
+
+def run_anomaly_distribution_requeue(*, distribution: RunAnomalyDistribution, message: str) -> None:
+    RunAnomalyDistribution.objects.filter(pk=distribution.pk).update(
+        status=RunAnomalyDistribution.Status.QUEUED, error=message)
+
+
+def run_anomaly_distribution_fail(*, distribution: RunAnomalyDistribution, message: str) -> None:
+    """Failed for good: live answers say their percentiles are unknown, and why."""
+    RunAnomalyDistribution.objects.filter(pk=distribution.pk).update(
+        status=RunAnomalyDistribution.Status.FAILED, error=message, finished=timezone.now())

@@ -14,17 +14,20 @@ from atlas.accounts.auth import LoggedInRequest
 from atlas.errors import NotFound
 from atlas.lms.selectors import hook_names_known
 from atlas.saes.forms import SaeUploadForm
-from atlas.saes.selectors import sae_get, sae_holdings, sae_run_get
+from atlas.saes.selectors import sae_get, sae_holdings, sae_run_get, vector_dashboard_dataset
 from atlas.saes.services import (
     SaeActionConflict,
     SaeActionForbidden,
+    SaeActionRefused,
     SaeUploadError,
     dashboard_run_again,
     dashboard_run_cancel,
     sae_delete,
     sae_manage_check,
     sae_upload,
+    vector_dashboard_start,
 )
+from atlas.vectors.selectors import vector_get
 
 OwnerView = Callable[..., HttpResponse]
 
@@ -101,3 +104,36 @@ def sae_remove(request: LoggedInRequest, model_id: str, sae_id: str) -> HttpResp
         error = f"Type {address} exactly to delete it."
     return render(request, "sae_delete.html", {"sae": sae, "address": address, "error": error,
                                                "holdings": sae_holdings(sae)})
+
+
+def _bias(text: str) -> float:
+    """The form's bias: empty is 0; anything else must be a number (the service refuses one that is not finite)."""
+    try:
+        return float(text.strip() or 0)
+    except ValueError:
+        raise SaeActionRefused(f"'bias' must be a number, such as 0 or -1.5; it is '{text}'.") from None
+
+
+@login_required
+@require_POST
+def vector_dashboard_new(request: LoggedInRequest, model_id: str, source: str, index: str) -> HttpResponse:
+    """The vector page's "Compute dashboard" form (its owner or staff): queue the vector's dashboard run on the
+    dataset chosen, then back to the vector's page, which follows the run."""
+    try:
+        vector = vector_get(model_id, source, int(index))
+    except NotFound as error:
+        raise Http404(str(error)) from error
+    try:
+        dataset = vector_dashboard_dataset(vector, request.POST.get("dataset") or None)
+        vector_dashboard_start(vectors=[vector], dataset=dataset, owner=request.user,
+                               biases=[_bias(request.POST.get("bias", ""))])
+    except SaeActionForbidden as error:
+        raise PermissionDenied(error.message) from error
+    except SaeActionRefused as error:
+        messages.error(request, error.message)
+    except NotFound as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"The dashboard of {vector.label} is queued on {dataset.slug}; this page follows "
+                                  "its run.")
+    return redirect("vector", model_id=model_id, source=source, index=index)

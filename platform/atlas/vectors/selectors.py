@@ -39,10 +39,15 @@ def vectors_owned(owner: User) -> list[Vector]:
     return list(Vector.objects.select_related("language_model", "owner").filter(owner=owner))
 
 
-def vector_may_delete(vector: Vector, user: User | AnonymousUser) -> bool:
+def vector_may_manage(vector: Vector, user: User | AnonymousUser) -> bool:
+    """Whether user may delete the vector or compute its dashboards: its owner, or staff."""
     if not (user.is_authenticated and user.is_active):
         return False
     return user.is_staff or vector.owner_id == user.pk
+
+
+def vector_may_delete(vector: Vector, user: User | AnonymousUser) -> bool:
+    return vector_may_manage(vector, user)
 
 
 def vector_values_shown(vector: Vector) -> list[float]:
