@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)/platform:$(CURDIR)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test install install-dev lint typecheck pytest worker live-worker web stop clean bench-vs-forward bench-vs-saedashboard bench-gpu gpu-check bench-ingest bench-api bench-uploads bench-steer
+.PHONY: demo test install install-dev lint typecheck pytest worker live-worker web stop clean bench-vs-forward bench-vs-saedashboard bench-gpu gpu-check bench-ingest bench-api bench-uploads bench-steer bench-concepts
 
 $(VENV)/.base: requirements/base.txt requirements/worker.txt requirements/web.txt requirements/constraints.txt
 	$(SYSTEM_PYTHON) -m venv $(VENV)
@@ -76,6 +76,11 @@ bench-vs-forward: $(VENV)/.dev
 # One steer (DEFAULT + STEERED, 32 tokens) against one plain generation, SmolLM2 and the demo SAE; BENCH_STEER_ARGS passes flags, e.g. "--device cuda".
 bench-steer: $(VENV)/.dev
 	$(PY) -m bench.steer $(BENCH_STEER_ARGS)
+
+# A concept search (2 x 500 docstring windows of 128 tokens) against the bare forward + encode of the same tokens,
+# SmolLM2 and the demo SAE; BENCH_CONCEPTS_ARGS passes flags, e.g. "--texts 50 --repeats 1" for a quick run.
+bench-concepts: $(VENV)/.dev
+	$(PY) -m bench.concepts $(BENCH_CONCEPTS_ARGS)
 
 # Writes into a scratch database, atlas_bench_ingest, on DATABASE_URL's server or the embedded one; drops it after.
 bench-ingest: $(VENV)/.dev

@@ -315,9 +315,9 @@ def sae_lens_write_busy(directory: Path, *, d_in: int, d_sae: int = 48) -> Path:
 
 
 def live_sae_published(media_root: Path, language_model: LanguageModel, densities: dict[int, float], *,
-                       slug: str = "0-res-topk", d_sae: int = 48) -> Sae:
-    """A sae_lens_write_busy SAE whose files a worker loads, published with empty dashboards in which feature i has
-    density densities[i] (0 where not given) and max activation 1."""
+                       slug: str = "0-res-topk", d_sae: int = 48, dataset: Dataset | None = None) -> Sae:
+    """A sae_lens_write_busy SAE whose files a worker loads, published (on dataset, else a new one) with empty
+    dashboards in which feature i has density densities[i] (0 where not given) and max activation 1."""
     files_dir = f"saes/{slug}"
     sae_lens_write_busy(media_root / files_dir, d_in=language_model.d_model, d_sae=d_sae)
     sae = sae_make(language_model, slug=slug, d_sae=d_sae, files_dir=files_dir)
@@ -325,7 +325,7 @@ def live_sae_published(media_root: Path, language_model: LanguageModel, densitie
     dashboards.max_act[:] = 1.0
     for index, density in densities.items():
         dashboards.frac_nonzero[index] = density
-    published_run_make(sae, dataset_make(language_model), dashboards)
+    published_run_make(sae, dataset or dataset_make(language_model), dashboards)
     sae.refresh_from_db()
     return sae
 

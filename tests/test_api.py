@@ -20,6 +20,8 @@ CONCRETE_PATHS = {
     "/api/runs/{runId}/cancel": "/api/runs/999999/cancel",
     "/api/sae/{modelId}/{layer}/rerun": "/api/sae/tiny-llama/0-res-8/rerun",
     "/api/sae/{modelId}/{layer}": "/api/sae/tiny-llama/0-res-8",
+    "/api/concept/search/{search_id}": "/api/concept/search/nosuchsearch",
+    "/api/detector/{detector_id}": "/api/detector/nosuchdetector",
 }
 # POSTs that take no body: the owner's actions name what they act on in the path.
 BODILESS = {"/api/upload", "/api/runs/999999/cancel", "/api/sae/tiny-llama/0-res-8/rerun", "/api/vector/list-owned"}
@@ -28,7 +30,8 @@ ENDPOINTS = [(CONCRETE_PATHS.get(path, path), method.upper())
 JSON_BODY_ENDPOINTS = [path for path, method in ENDPOINTS if method == "POST" and path not in BODILESS]
 OTHER_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 # POSTs with a body that refuse a request without an x-api-key before they read the body.
-KEYED_WRITES = {"/api/explanation/new", "/api/vector/new", "/api/vector/delete"}
+KEYED_WRITES = {"/api/explanation/new", "/api/vector/new", "/api/vector/delete", "/api/vector/dashboard",
+                "/api/detector/new"}
 
 
 def send(path: str, method: str, body: str = "{}") -> HttpResponse:
@@ -47,7 +50,7 @@ def error(response: HttpResponse) -> tuple[int, str, str]:
 
 
 def test_every_endpoint_is_checked() -> None:
-    assert len(ENDPOINTS) == 19 and len(JSON_BODY_ENDPOINTS) == 12
+    assert len(ENDPOINTS) == 25 and len(JSON_BODY_ENDPOINTS) == 16
 
 
 @pytest.mark.parametrize(("path", "method"), ENDPOINTS)

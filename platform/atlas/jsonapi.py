@@ -137,8 +137,14 @@ def _storable_text(value: object) -> object:
     return value
 
 
+def null_means(default: object) -> BeforeValidator:
+    """Null asks for the default, as a field left out does."""
+    return BeforeValidator(lambda wanted: default if wanted is None else wanted)
+
+
 # A string inside a list or nested value, which RequestSchema's check of its own fields does not reach.
 StorableText = Annotated[str, BeforeValidator(_storable_text)]
+StorableIdentifier = Annotated[Identifier, BeforeValidator(_storable_text)]
 
 
 class RequestSchema(BaseModel):

@@ -8,8 +8,9 @@ import torch
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 from transformer_lens import HookedTransformer
 
-from tests.compute.test_concepts import TEXTS, model, sae  # noqa: F401 (the module's fixtures)
-from tests.support.tiny_model import TINY_HOOK
+from tests import factories
+from tests.compute.test_concepts import D_SAE, TEXTS
+from tests.support.tiny_model import TINY_HOOK, tiny_model_source
 from workers.compute.concepts import Pooling, concept_search_compute
 from workers.compute.detectors import (
     DetectorError,
@@ -18,10 +19,21 @@ from workers.compute.detectors import (
     detector_candidates,
     detector_evaluation,
 )
+from workers.compute.language_model import load_language_model
 from workers.compute.live import text_tokens
-from workers.compute.sae import SparseAutoencoder
+from workers.compute.sae import SparseAutoencoder, sae_load
 
 FEATURES = np.array([3, 17, 40], dtype=np.int64)
+
+
+@pytest.fixture(scope="module")
+def model() -> HookedTransformer:
+    return load_language_model(tiny_model_source())
+
+
+@pytest.fixture(scope="module")
+def sae(model: HookedTransformer, tmp_path_factory: pytest.TempPathFactory) -> SparseAutoencoder:
+    return sae_load(factories.sae_lens_write_busy(tmp_path_factory.mktemp("sae"), d_in=model.cfg.d_model, d_sae=D_SAE))
 WEIGHTS = np.array([0.5, -1.25, 2.0], dtype=np.float32)
 
 
@@ -82,7 +94,8 @@ def test_the_evaluation_equals_scikit_learns() -> None:
     assert evaluation.accuracy == pytest.approx(float((detected == labels).mean()))
     assert evaluation.auroc == pytest.approx(roc_auc_score(labels, scores))
     assert (evaluation.n_positive, evaluation.n_negative) == (int(labels.sum()), int((~labels).sum()))
-    assert (evaluation.roc_fpr[0], evaluation.roc_tpr[0], evaluation.roc_fpr[-1], evaluation.roc_tpr[-1]) == (0, 0, 1, 1)
+    ends = (evaluation.roc_fpr[0], evaluation.roc_tpr[0], evaluation.roc_fpr[-1], evaluation.roc_tpr[-1])
+    assert ends == (0, 0, 1, 1)
     assert (np.diff(evaluation.roc_fpr) >= 0).all() and (np.diff(evaluation.roc_tpr) >= 0).all()
 
 
@@ -95,7 +108,7 @@ def test_a_search_proposes_detectors_scored_on_its_held_out_texts(model: HookedT
     names = [candidate.name for candidate in candidates]
     assert names[0] == "best feature" and names[-2:] == ["mass-mean probe", "logistic probe"]
     assert [name for name in names if name.startswith("top ")] == [
-        f"top {point.k} features" for point in result.probes.sparse_probing]
+        f"top {point.k} feature{'s' if point.k > 1 else ''} (logistic)" for point in result.probes.sparse_probing]
     test = result.probes.test
     for candidate in candidates:
         assert candidate.evaluation.n_positive + candidate.evaluation.n_negative == test.size
@@ -107,4 +120,12 @@ def test_a_search_proposes_detectors_scored_on_its_held_out_texts(model: HookedT
     again = detector_evaluation(scores, result.labels[test], best.spec.threshold)
     assert again.auroc == pytest.approx(best.evaluation.auroc)
     assert again.accuracy == pytest.approx(best.evaluation.accuracy)
-    assert best.evaluation.accuracy == pytest.approx(result.probes.best_feature.test.accuracy)
+    # Every threshold is the most accurate cut of the training texts' scores.
+    train = result.probes.train
+    for candidate in candidates:
+        train_texts = [texts[i] for i in train]
+        scored = np.array([d.score for d in detect(model, sae, TINY_HOOK, train_texts, candidate.spec)])
+        accuracy = ((scored > candidate.spec.threshold) == result.labels[train]).mean()
+        cuts = np.concatenate([[scored.min() - 1], np.unique(scored)])
+        assert accuracy == pytest.approx(max(((scored > cut) == result.labels[train]).mean() for cut in cuts),
+                                         abs=1e-6)

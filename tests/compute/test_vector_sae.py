@@ -213,6 +213,8 @@ def test_interval_examples_are_active_tokens_of_their_interval(run: VectorRun) -
         assert reference_bin(value, np.float32(result.max_act[feature]), PARAMS.n_intervals) == interval
         tokens, values = reference_window(run.reference, seq, pos, int(feature))
         assert intervals.window_tokens[feature, interval, slot].tolist() == tokens
+        np.testing.assert_allclose(intervals.window_values[feature, interval, slot], values, rtol=1e-5, atol=ATOL,
+                                   equal_nan=True)
 
 
 def test_the_never_firing_vector_has_no_examples(run: VectorRun) -> None:

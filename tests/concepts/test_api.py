@@ -101,11 +101,26 @@ def test_a_large_search_is_a_job_with_progress_and_the_same_result(sae: Sae, set
     assert _without_facts(answer["results"]) == _computed(sae)
 
 
+def test_several_saes_and_a_datasets_sequences_as_negatives(sae: Sae, media_root: Path) -> None:
+    dataset = sae.published_run.dataset
+    other = factories.live_sae_published(media_root, sae.language_model, {}, slug="0-res-other", d_sae=16,
+                                         dataset=dataset)
+    body = {**BODY, "sources": ["0-res-other", "0-res-topk"], "negatives": NEGATIVES[:2],
+            "negativesDataset": dataset.slug, "datasetNegatives": 5, "datasetTokens": 12}
+    answer = _ok("/api/concept/search", body)
+    assert (answer["sources"], answer["nPositive"], answer["nNegative"]) == (["0-res-other", "0-res-topk"], 6, 7)
+    request = {"sae_ids": [other.pk, sae.pk], "positives": POSITIVES, "negatives": NEGATIVES[:2], "pooling": "max",
+               "dataset_id": dataset.pk, "dataset_negatives": 5, "dataset_tokens": 12}
+    assert _without_facts(answer["results"]) == concept_search_answer(request)["results"]
+    assert [len(result["features"]) for result in answer["results"]] == [16, 48]
+    assert [result["nNegative"] for result in answer["results"]] == [7, 7]
+
+
 def test_a_saved_detector_scores_new_texts_and_evaluates_on_labels(sae: Sae) -> None:
     search = _ok("/api/concept/search", BODY)
     key = api_key_create(user=factories.user_make()).secret
-    status, refused = _post("/api/detector/new", {"searchId": search["id"], "source": "0-res-topk",
-                                                  "candidate": "top 2 features", "name": "joy"})
+    status, _ = _post("/api/detector/new", {"searchId": search["id"], "source": "0-res-topk",
+                                                  "candidate": "top 2 features (logistic)", "name": "joy"})
     assert status == 401
     candidate = search["results"][0]["detectors"][1]
     detector = _ok("/api/detector/new", {"searchId": search["id"], "source": "0-res-topk",
@@ -129,8 +144,8 @@ def test_a_saved_detector_scores_new_texts_and_evaluates_on_labels(sae: Sae) -> 
     ({"positives": []}, "positives"),
     ({"negatives": []}, "'negatives' has 0 texts"),
     ({"negatives": NEGATIVES[:2]}, "at least 4"),
-    ({"positives": ["x" * 5000] + POSITIVES}, "positives"),
-    ({"positives": [" "] + POSITIVES}, "'positives[0]' is empty"),
+    ({"positives": ["x" * 5000, *POSITIVES]}, "positives"),
+    ({"positives": [" ", *POSITIVES]}, "'positives[0]' is empty"),
     ({"sources": ["0-res-elsewhere"]}, "'sources[0]' names no SAE of tiny-llama"),
     ({"modelId": "gpt-7"}, "'modelId' names no model"),
     ({"negativesDataset": "no-such-data"}, "'negativesDataset' names no dataset"),

@@ -9,7 +9,6 @@ from django.test import Client
 from playwright.sync_api import Page
 from pytest_django.live_server_helper import LiveServer
 
-from atlas.saes.models import Sae
 from tests import factories
 from tests.concepts.test_api import NEGATIVES, POSITIVES
 from tests.e2e.test_browser import CHROMIUM, LIVE_ANSWER_TIMEOUT_MS

@@ -17,8 +17,8 @@ from tests import factories
 CHROMIUM = shutil.which("chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 FEATURE_PATH = "/tiny-llama/0-res-8/3"
-PAGES = ["/", "/tiny-llama/0-res-8/", FEATURE_PATH, "/search?q=docstrings", "/search-activations", "/steer", "/concepts", "/upload/",
-         "/datasets/new/", "/accounts/login/", "/api/docs"]
+PAGES = ["/", "/tiny-llama/0-res-8/", FEATURE_PATH, "/search?q=docstrings", "/search-activations", "/steer",
+         "/concepts", "/upload/", "/datasets/new/", "/accounts/login/", "/api/docs"]
 # Recorded in the page before any of its own scripts run (Playwright's init scripts are exempt from the policy).
 RECORD_VIOLATIONS = """
 window.__violations = [];

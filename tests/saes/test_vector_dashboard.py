@@ -199,3 +199,15 @@ def test_a_context_window_the_dataset_cannot_hold_is_refused(
 def test_an_upload_may_not_take_a_vector_dashboards_id(dataset: Dataset, sae_dir: Path) -> None:
     with pytest.raises(SaeUploadError, match="a vector dashboard's"):
         factories.sae_uploaded(dataset, sae_dir, owner=None, slug="1-vectors-7-dash")
+
+
+def test_steering_names_its_feature_as_any_saes(vector: Vector, dataset: Dataset, owner: AbstractUser) -> None:
+    from atlas.steering.schemas import SteerCompletionIn
+    from atlas.steering.services import steer_plan
+
+    sae = vector_dashboard_start(vectors=[vector], dataset=dataset, owner=owner)
+    body = SteerCompletionIn.model_validate({"modelId": "tiny-llama", "prompt": "Hello", "features": [
+        {"modelId": "tiny-llama", "layer": sae.slug, "index": 0, "strength": 4.0}]})
+    plan = steer_plan(body)
+    assert plan.task["features"] == [{"sae_id": sae.pk, "index": 0, "strength": 4.0}]
+    assert plan.task["vectors"] == []

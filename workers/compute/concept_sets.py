@@ -115,18 +115,19 @@ class SourceFunction:
 
 def functions_in_source(source: str) -> list[SourceFunction]:
     """The module's top-level functions and its classes' methods, in source order; [] when it does not parse."""
+    source = source.replace("\r\n", "\n").replace("\r", "\n")
     try:
         with warnings.catch_warnings():  # old escapes in strings warn; they change nothing here
             warnings.simplefilter("ignore")
             tree = ast.parse(source)
     except (SyntaxError, ValueError):  # test data of Python 2 syntax, NUL bytes
         return []
-    functions: list[SourceFunction] = []
-    for node in _functions_and_methods(tree):
-        segment = ast.get_source_segment(source, node, padded=True)
-        if segment is not None:
-            functions.append(SourceFunction(text=textwrap.dedent(segment), re_call_lines=_re_call_lines(node)))
-    return functions
+    lines = source.split("\n")  # split once: ast.get_source_segment splits the whole source for every function
+    return [
+        SourceFunction(text=textwrap.dedent("\n".join(lines[node.lineno - 1 : node.end_lineno])),
+                       re_call_lines=_re_call_lines(node))
+        for node in _functions_and_methods(tree)
+    ]
 
 
 def _functions_and_methods(tree: ast.Module) -> Iterator[ast.FunctionDef | ast.AsyncFunctionDef]:

@@ -24,6 +24,7 @@ from workers.compute.concepts import (
     Labels,
     LinearProbe,
     Pooling,
+    accuracy_threshold,
 )
 from workers.compute.live import hook_input, text_tokens
 from workers.compute.sae import SparseAutoencoder
@@ -142,26 +143,36 @@ def detector_evaluation(scores: Floats, labels: Labels, threshold: float) -> Det
 
 
 def detector_candidates(result: ConceptSearchResult, pooling: Pooling) -> list[DetectorCandidate]:
-    """The best feature, each sparse probe over the top-k features, and both probes at the hook: each as a detector,
-    evaluated on the search's held-out texts (the split the probes were not fitted on)."""
+    """The best feature, each sparse probe over the top-k features, and both probes at the hook: each as a detector
+    whose threshold is the most accurate cut on the training texts, evaluated on the search's held-out texts (the
+    split nothing was fitted on). A regularized probe's own cut (0) can sit off a small set's classes."""
     report, features, hook = result.probes, result.pooled.features, result.pooled.hook
-    test, labels = report.test, result.labels[report.test]
     best = report.best_feature
     candidates = [_candidate("best feature", "features", pooling, np.array([best.feature]),
-                             LinearProbe(np.ones(1, dtype=np.float32), 0.0), best.threshold,
-                             features[test][:, [best.feature]], labels)]
+                             LinearProbe(np.ones(1, dtype=np.float32), 0.0), features[:, [best.feature]], result)]
     for point in report.sparse_probing:
-        candidates.append(_candidate(f"top {point.k} features", "features", pooling, point.features, point.probe,
-                                     0.0, features[test][:, point.features], labels))
+        name = f"top {point.k} feature{'s' if point.k > 1 else ''} (logistic)"
+        candidates.append(_candidate(name, "features", pooling, point.features, point.probe,
+                                     features[:, point.features], result))
     for name, probe in (("mass-mean probe", report.mass_mean), ("logistic probe", report.logistic)):
-        candidates.append(_candidate(name, "probe", pooling, np.zeros(0, dtype=np.int64), probe, 0.0, hook[test],
-                                     labels))
+        candidates.append(_candidate(name, "probe", pooling, np.zeros(0, dtype=np.int64), probe, hook, result))
     return candidates
 
 
+def _midway_above(cut: float, scores: Floats) -> float:
+    """Halfway from cut to the next score above it: the same decisions on these scores, and a margin for the
+    rounding of a text run alone rather than in a padded batch."""
+    above = scores[scores > cut]
+    return (cut + float(above.min())) / 2 if above.size else cut
+
+
 def _candidate(name: str, kind: DetectorKind, pooling: Pooling, features: npt.NDArray[np.integer],
-               probe: LinearProbe, threshold: float, values: Floats, labels: Labels) -> DetectorCandidate:
+               probe: LinearProbe, values: Floats, result: ConceptSearchResult) -> DetectorCandidate:
+    """values [n_texts, k or d_in]: every text's pooled values, which the probe scores."""
+    train, test, labels = result.probes.train, result.probes.test, result.labels
+    scores = probe.score(values)
+    threshold = _midway_above(accuracy_threshold(scores[train], labels[train]), scores[train])
     spec = DetectorSpec(kind=kind, pooling=pooling, features=features.astype(np.int64), weights=probe.direction,
                         bias=probe.bias, threshold=threshold)
-    return DetectorCandidate(name=name, spec=spec, evaluation=detector_evaluation(probe.score(values), labels,
-                                                                                  threshold))
+    return DetectorCandidate(name=name, spec=spec,
+                             evaluation=detector_evaluation(scores[test], labels[test], threshold))

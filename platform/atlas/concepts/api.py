@@ -18,7 +18,7 @@ from atlas.concepts.schemas import (
 )
 from atlas.concepts.selectors import concept_search_get, detector_get, search_results_shown, search_saes
 from atlas.concepts.services import concept_search_create, concept_search_plan, detect_texts, detector_create
-from atlas.jsonapi import error_responses
+from atlas.jsonapi import Identifier, error_responses
 from atlas.lms.selectors import tokens_text, vocabulary_for
 from atlas.ratelimit import LIVE_RATE
 
@@ -56,7 +56,7 @@ def concept_search(request: HttpRequest, body: ConceptSearchIn) -> ConceptSearch
 
 @router.get("/concept/search/{search_id}", url_name="api-concept-search-get",
             response={200: ConceptSearchOut, **error_responses(404)})
-def concept_search_read(request: HttpRequest, search_id: str) -> ConceptSearchOut:
+def concept_search_read(request: HttpRequest, search_id: Identifier) -> ConceptSearchOut:
     """A search: its status and progress while it runs, its results once done."""
     return search_out(request, concept_search_get(search_id))
 
@@ -69,7 +69,7 @@ def detector_new(request: ApiKeyRequest, body: DetectorNewIn) -> DetectorOut:
 
 
 @router.get("/detector/{detector_id}", url_name="api-detector-get", response={200: DetectorOut, **error_responses(404)})
-def detector_read(request: HttpRequest, detector_id: str) -> DetectorOut:
+def detector_read(request: HttpRequest, detector_id: Identifier) -> DetectorOut:
     return detector_out(request, detector_get(detector_id))
 
 

@@ -6,10 +6,11 @@ from typing import Annotated, Any, Literal
 from django.conf import settings
 from pydantic import Field, StrictBool
 
-from atlas.jsonapi import Identifier, JsonInteger, RequestSchema, ResponseSchema, StorableText
+from atlas.jsonapi import Identifier, JsonInteger, RequestSchema, ResponseSchema, StorableIdentifier, StorableText
 
 SOURCES_MAX = 8
 DETECTOR_NAME_MAX = 200
+CANDIDATE_NAME_MAX = 100
 DATASET_TOKENS_DEFAULT = 64
 DATASET_TOKENS_MAX = 512
 
@@ -20,7 +21,7 @@ Pooling = Literal["max", "mean"]
 
 class ConceptSearchIn(RequestSchema):
     model_id: Identifier = Field(validation_alias="modelId")
-    sources: Annotated[list[Identifier], Field(min_length=1, max_length=SOURCES_MAX)] = Field(
+    sources: Annotated[list[StorableIdentifier], Field(min_length=1, max_length=SOURCES_MAX)] = Field(
         description="SAE ids of the model (e.g. 5-res-demo); each is searched over the same texts")
     positives: Annotated[Texts, Field(min_length=1)]
     negatives: Texts = Field(default_factory=list)
@@ -57,7 +58,8 @@ class ConceptSearchOut(ResponseSchema):
 class DetectorNewIn(RequestSchema):
     search_id: Identifier = Field(validation_alias="searchId")
     source: Identifier
-    candidate: StorableText = Field(description="one of the search's detectors by name, e.g. 'top 5 features'")
+    candidate: Annotated[StorableText, Field(max_length=CANDIDATE_NAME_MAX)] = Field(
+        description="one of the search's detectors by name, e.g. 'top 5 features (logistic)'")
     name: Annotated[StorableText, Field(min_length=1, max_length=DETECTOR_NAME_MAX)]
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-
 from django.contrib.auth.decorators import login_required
 from django.core.files.uploadedfile import UploadedFile
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -27,7 +26,7 @@ from atlas.saes.selectors import saes_list
 from workers.compute.corpus import CorpusFormatError, documents_from_jsonl
 
 
-def _form_context(form: ConceptSearchForm, error: str | None) -> dict[str, Any]:
+def _form_context(form: ConceptSearchForm, error: str | None) -> dict[str, object]:
     sources: dict[str, list[str]] = {}
     for sae in saes_list():
         if sae.published_run_id is not None:

@@ -5,7 +5,6 @@ from django.http import HttpRequest
 from ninja import Router, Status
 
 from atlas.accounts.auth import ApiKeyAuth, ApiKeyRequest
-from atlas.errors import NotFound
 from atlas.explanations.schemas import (
     SEARCH_PAGE_SIZE,
     ExplanationCreated,
@@ -18,9 +17,7 @@ from atlas.explanations.schemas import (
 from atlas.explanations.selectors import explanations_matching
 from atlas.explanations.services import explanation_create
 from atlas.jsonapi import error_responses
-from atlas.lms.models import LanguageModel
-from atlas.saes.models import Sae
-from atlas.saes.selectors import sae_get
+from atlas.saes.selectors import sae_get, saes_named
 
 router = Router(tags=["explanations"], by_alias=True)
 
@@ -39,7 +36,7 @@ def explanation_new(request: ApiKeyRequest, body: ExplanationNew) -> Status[Expl
 def explanation_search(request: HttpRequest, body: ExplanationSearch) -> ExplanationSearchOut:
     """Labels of the model's features (of the SAEs in `layers`, or all of them) that match the query, best first,
     20 from `offset` on."""
-    saes = _searched_saes(body.model_id, body.layers)
+    saes = saes_named(body.model_id, body.layers)
     # One more than a page is read, so that hasMore is exact (Neuronpedia guesses it from a full page).
     matching = explanations_matching(body.query).filter(sae__in=saes).select_related("sae__language_model", "author")
     found = list(matching[body.offset: body.offset + SEARCH_PAGE_SIZE + 1])
@@ -50,21 +47,3 @@ def explanation_search(request: HttpRequest, body: ExplanationSearch) -> Explana
     return ExplanationSearchOut(request=asked, results=results, results_count=len(results), has_more=has_more,
                                 next_offset=body.offset + len(results) if has_more else None)
 
-
-def _searched_saes(model_id: str, layers: list[str] | None) -> list[Sae]:
-    """The SAEs named (each once), or every SAE of the model; an unknown model or SAE is a 404 naming the field."""
-    if not LanguageModel.objects.filter(slug=model_id).exists():
-        raise NotFound(f"'modelId' names no model: No model '{model_id}'. The home page lists the models this server "
-                       "has.")
-    if layers is None:
-        return list(Sae.objects.select_related("language_model").filter(language_model__slug=model_id)
-                    .order_by("slug"))
-    saes: dict[str, Sae] = {}
-    for position, layer in enumerate(layers):
-        if layer in saes:
-            continue
-        try:
-            saes[layer] = sae_get(model_id, layer)
-        except NotFound as error:
-            raise NotFound(f"'layers[{position}]' names no SAE of the model: {error}") from error
-    return list(saes.values())

@@ -18,6 +18,7 @@ from atlas.jsonapi import (
     JsonInteger,
     RequestSchema,
     ResponseSchema,
+    null_means,
 )
 from atlas.saes.models import Sae
 
@@ -61,10 +62,6 @@ def _default_if_null(wanted: object) -> object:
 
 ResultsWanted = Annotated[JsonInteger, BeforeValidator(_default_if_null)]
 
-
-def _null_means(default: object) -> BeforeValidator:
-    """Null asks for the default, as a field left out does."""
-    return BeforeValidator(lambda wanted: default if wanted is None else wanted)
 
 
 def _density_number(value: object) -> object:
@@ -147,10 +144,10 @@ class TopkByToken(RequestSchema):
     model_id: Identifier = Field(validation_alias="modelId")
     source: Identifier = Field(validation_alias=SOURCE_NAMES, description="the SAE id; `layer` is taken too")
     text: LiveText
-    num_results: Annotated[JsonInteger, _null_means(TOPK_BY_TOKEN_DEFAULT)] = Field(
+    num_results: Annotated[JsonInteger, null_means(TOPK_BY_TOKEN_DEFAULT)] = Field(
         TOPK_BY_TOKEN_DEFAULT, ge=1, le=TOPK_BY_TOKEN_MAX, validation_alias="numResults",
         description="features per token")
-    ignore_bos: Annotated[StrictBool, _null_means(True)] = Field(
+    ignore_bos: Annotated[StrictBool, null_means(True)] = Field(
         True, validation_alias="ignoreBos", description="leave out BOS and the tokenizer's other special tokens")
     density_threshold: DensityThreshold = Field(
         DENSITY_THRESHOLD_DEFAULT, validation_alias="densityThreshold",

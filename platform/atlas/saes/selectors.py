@@ -66,6 +66,26 @@ def sae_get(model_slug: str, sae_slug: str) -> Sae:
     return sae
 
 
+def saes_named(model_slug: str, slugs: list[str] | None, field: str = "layers") -> list[Sae]:
+    """The model's SAEs named in slugs (each once, in the order named), or all of them by slug; NotFound names the
+    model or the entry of `field` it lacks."""
+    if not LanguageModel.objects.filter(slug=model_slug).exists():
+        raise NotFound(f"'modelId' names no model: No model '{model_slug}'. The home page lists the models this "
+                       "server has.")
+    if slugs is None:
+        return list(Sae.objects.select_related("language_model").filter(language_model__slug=model_slug)
+                    .order_by("slug"))
+    saes: dict[str, Sae] = {}
+    for position, slug in enumerate(slugs):
+        if slug in saes:
+            continue
+        try:
+            saes[slug] = sae_get(model_slug, slug)
+        except NotFound as error:
+            raise NotFound(f"'{field}[{position}]' names no SAE of the model: {error}") from error
+    return list(saes.values())
+
+
 def saes_list() -> list[Sae]:
     return list(Sae.objects.select_related("language_model").order_by("language_model__slug", "slug"))
 

@@ -3,7 +3,7 @@ apps/webapp/lib/utils/steer.ts), and of what they answer."""
 
 from typing import Annotated, Any, Self
 
-from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, StrictBool, model_validator
+from pydantic import AfterValidator, AliasChoices, Field, StrictBool, model_validator
 from pydantic_core import PydanticCustomError
 
 from atlas.jsonapi import (
@@ -14,6 +14,7 @@ from atlas.jsonapi import (
     JsonNumber,
     RequestSchema,
     ResponseSchema,
+    null_means,
 )
 from atlas.steering.models import SteerOutput
 from atlas.vectors.models import STRENGTH_LIMIT
@@ -39,10 +40,6 @@ CHAT_FIELDS = ("defaultChatMessages", "steeredChatMessages", "steer_special_toke
 COMPLETION_FIELDS = ("prompt",)
 
 
-def _null_means(default: object) -> BeforeValidator:
-    """Null asks for the default, as a field left out does."""
-    return BeforeValidator(lambda wanted: default if wanted is None else wanted)
-
 
 def _steer_method(value: str) -> str:
     if value not in STEER_METHODS:
@@ -63,7 +60,7 @@ def _prompt(text: str) -> str:
     return _content(text)
 
 
-SteerMethodName = Annotated[str, _null_means(DEFAULT_METHOD), AfterValidator(_steer_method),
+SteerMethodName = Annotated[str, null_means(DEFAULT_METHOD), AfterValidator(_steer_method),
                             Field(json_schema_extra={"enum": list(STEER_METHODS)})]
 Prompt = Annotated[str, AfterValidator(_prompt),
                    Field(json_schema_extra={"minLength": 1, "maxLength": PROMPT_MAX_CHARACTERS,
@@ -85,18 +82,18 @@ class SteerSettingsIn(RequestSchema):
 
     model_id: Identifier = Field(validation_alias="modelId")
     features: list[SteerFeatureIn] = Field(min_length=1, max_length=FEATURES_MAX)
-    temperature: Annotated[JsonNumber, _null_means(DEFAULT_TEMPERATURE)] = Field(
+    temperature: Annotated[JsonNumber, null_means(DEFAULT_TEMPERATURE)] = Field(
         DEFAULT_TEMPERATURE, ge=0, le=TEMPERATURE_MAX, description="0 is greedy")
-    n_tokens: Annotated[JsonInteger, _null_means(DEFAULT_N_TOKENS)] = Field(DEFAULT_N_TOKENS, ge=1,
+    n_tokens: Annotated[JsonInteger, null_means(DEFAULT_N_TOKENS)] = Field(DEFAULT_N_TOKENS, ge=1,
                                                                              le=N_TOKENS_MAX)
-    freq_penalty: Annotated[JsonNumber, _null_means(DEFAULT_FREQ_PENALTY)] = Field(
+    freq_penalty: Annotated[JsonNumber, null_means(DEFAULT_FREQ_PENALTY)] = Field(
         DEFAULT_FREQ_PENALTY, ge=-FREQ_PENALTY_LIMIT, le=FREQ_PENALTY_LIMIT,
         description="subtracted from each token's logit once per time it was generated (OpenAI's definition)")
-    seed: Annotated[JsonInteger, _null_means(DEFAULT_SEED)] = Field(DEFAULT_SEED, ge=-SEED_LIMIT, le=SEED_LIMIT)
-    strength_multiplier: Annotated[JsonNumber, _null_means(DEFAULT_STRENGTH_MULTIPLIER)] = Field(
+    seed: Annotated[JsonInteger, null_means(DEFAULT_SEED)] = Field(DEFAULT_SEED, ge=-SEED_LIMIT, le=SEED_LIMIT)
+    strength_multiplier: Annotated[JsonNumber, null_means(DEFAULT_STRENGTH_MULTIPLIER)] = Field(
         DEFAULT_STRENGTH_MULTIPLIER, ge=0, le=STRENGTH_MULTIPLIER_MAX)
     steer_method: SteerMethodName = DEFAULT_METHOD
-    normalize_steering: Annotated[StrictBool, _null_means(False)] = Field(
+    normalize_steering: Annotated[StrictBool, null_means(False)] = Field(
         False, description="divide each direction by its norm before scaling it")
 
     @classmethod
@@ -146,7 +143,7 @@ Conversation = Annotated[list[ChatMessageIn], AfterValidator(_conversation),
 class SteerChatIn(SteerSettingsIn):
     default_messages: Conversation = Field(validation_alias="defaultChatMessages")
     steered_messages: Conversation = Field(validation_alias="steeredChatMessages")
-    steer_special_tokens: Annotated[StrictBool, _null_means(True)] = Field(
+    steer_special_tokens: Annotated[StrictBool, null_means(True)] = Field(
         True, description="steer the chat template's special tokens too (false leaves their positions as they are)")
 
     @model_validator(mode="before")
