@@ -7,7 +7,8 @@ speed hits both sides of every ratio; a warm-up of a few batches goes first. Pri
 search after the model pass (ranking, probes, cosines), and `RESULT concepts_vs_forward=<ratio>` (goal: <= 1.2).
 Default case: SmolLM2-135M-Instruct, the demo SAE (demo/sae/, blocks.5.hook_resid_post, 2048 features), max
 pooling, 2 x 500 texts of 128 tokens with BOS: the standard library's docstrings joined and cut into windows of 127
-tokens, positives the windows that mention a file ("file" or "files"), negatives the others.
+tokens (1,609 of them), positives the windows that say what something returns ("return" or "returns": 709),
+negatives the others.
 The bare pass reads the same texts tokenized as the search tokenizes them (BOS, then the text), in the same batches
 of the same size, ordered by length and padded on the right with BOS as the search pads them.
 """
@@ -31,18 +32,18 @@ from workers.compute.sae import SparseAutoencoder, sae_load
 
 DEMO_SAE_DIR = Path(__file__).resolve().parents[1] / "demo" / "sae"
 WINDOW_TOKENS = 127  # + BOS = 128
-MENTIONS_A_FILE = re.compile(r"\bfiles?\b", re.IGNORECASE)
+MENTIONS_RETURN = re.compile(r"\breturns?\b", re.IGNORECASE)
 WARM_UP_BATCHES = 2
 
 
 def docstring_windows(model: HookedTransformer, per_class: int) -> tuple[list[str], list[str]]:
-    """per_class windows of WINDOW_TOKENS docstring tokens, decoded, that mention a file, and per_class that do not."""
+    """per_class windows of WINDOW_TOKENS docstring tokens, decoded, that mention returning, per_class that do not."""
     assert model.tokenizer is not None
     ids: list[int] = model.tokenizer("\n\n".join(stdlib_docstrings(10**9)), add_special_tokens=False)["input_ids"]
     windows = [model.tokenizer.decode(ids[start : start + WINDOW_TOKENS])
                for start in range(0, len(ids) - WINDOW_TOKENS + 1, WINDOW_TOKENS)]
-    positives = [text for text in windows if MENTIONS_A_FILE.search(text)][:per_class]
-    negatives = [text for text in windows if not MENTIONS_A_FILE.search(text)][:per_class]
+    positives = [text for text in windows if MENTIONS_RETURN.search(text)][:per_class]
+    negatives = [text for text in windows if not MENTIONS_RETURN.search(text)][:per_class]
     if min(len(positives), len(negatives)) < per_class:
         raise SystemExit(f"The docstrings give {len(positives)} + {len(negatives)} windows, not {per_class} of each.")
     return positives, negatives

@@ -41,6 +41,7 @@ urlpatterns = [
     path("concepts/", concepts_views.concepts_page),
     path("concepts/<slug:search_id>", concepts_views.concept_search_page, name="concept-search"),
     path("concepts/<slug:search_id>/detector", concepts_views.detector_save, name="concept-detector-save"),
+    path("concepts/<slug:search_id>/vector", concepts_views.probe_vector_page, name="concept-probe-vector"),
     path("detectors/<slug:detector_id>", concepts_views.detector_page, name="detector"),
     path("upload/", sae_views.upload, name="upload"),
     path("datasets/new/", dataset_views.dataset_new, name="dataset-new"),

@@ -55,6 +55,9 @@ def outer():
     def inner():
         return re.sub("a", "b", "abc")
     return inner
+
+async def halves(value):
+    return value / 2
 '''
 
 
@@ -76,7 +79,7 @@ def _write_sources(directory: Path, sources: dict[str, str]) -> list[Path]:
 def test_functions_are_top_level_functions_and_methods_in_source_order() -> None:
     names = [function.text.split("(")[0] for function in functions_in_source(SOURCE)]
     assert names == ["def finds", "def adds", "def mentions_only", "def compiled", "def plain", "def other_re",
-                     "def outer"]
+                     "def outer", "async def halves"]
 
 
 def test_methods_are_dedented_to_their_def() -> None:
@@ -93,10 +96,8 @@ def test_positives_call_re_and_negatives_never_mention_it(tmp_path: Path) -> Non
     # outer's text holds the call too, in the function nested in it.
     assert sorted(text.split("(")[0] for text in concept_set.positives) == ["def compiled", "def finds", "def outer"]
     assert len(concept_set.negatives) == 3
-    for text in concept_set.negatives:
-        assert "re." not in text
-        assert text.split("(")[0] in {"def adds", "def plain"}
-    assert len(set(concept_set.negatives)) == 2  # only two functions qualify, so the set cannot be balanced...
+    assert not any("re." in text for text in concept_set.negatives)
+    assert sorted(text.split("(")[0] for text in concept_set.negatives) == ["async def halves", "def adds", "def plain"]
 
 
 def test_a_function_that_only_names_re_in_a_docstring_is_in_neither_class(tmp_path: Path) -> None:
@@ -143,7 +144,8 @@ def test_functions_are_cut_at_a_whole_line_within_max_chars(stdlib_files: list[P
 
 def test_a_positive_whose_call_is_cut_off_is_dropped(tmp_path: Path) -> None:
     late_call = "def late(text):\n" + "    x = 1\n" * 40 + "    return re.match('a', text)\n"
-    source = "import re\n\n" + late_call + "\ndef early(text):\n    return re.match('a', text)\n\ndef plain():\n    pass\n"
+    early_call = "def early(text):\n    return re.match('a', text)\n"
+    source = f"import re\n\n{late_call}\n{early_call}\ndef plain():\n    pass\n\ndef empty():\n    return None\n"
     files = _write_sources(tmp_path, {"module.py": source})
     assert [text.split("(")[0] for text in regex_function_set(10, seed=0, max_chars=200, files=files).positives] == [
         "def early"]
@@ -164,9 +166,9 @@ def test_too_few_negatives_is_an_error_naming_the_counts(tmp_path: Path) -> None
 
 
 def test_stdlib_source_files_are_read_from_the_stdlib_not_site_packages() -> None:
-    files = list(stdlib_source_files())
-    names = {path.name for path in files}
-    assert {"re.py", "glob.py"} & names or any(path.parent.name == "re" for path in files)
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = set(stdlib_source_files())
+    assert {root / "glob.py", root / "re" / "__init__.py", root / "email" / "utils.py"} <= files
     assert not any("site-packages" in path.parts for path in files)
 
 
@@ -239,10 +241,10 @@ def test_a_text_without_joy_is_an_error() -> None:
 
 
 def test_negatives_follow_the_positives_lengths() -> None:
-    pool = [f"{'n' * length}" for length in range(10, 400) for _ in range(3)]
+    pool = [str(copy) + "n" * (length - 1) for length in range(10, 400) for copy in range(3)]
     reference = ["p" * 20] * 10 + ["p" * 300] * 10
     drawn = length_matched_sample(pool, reference, random.Random(0))
-    assert len(set(drawn)) == len(drawn) - 0 or len(drawn) == 20
+    assert len(set(drawn)) == len(drawn) == 20
     assert all(17 <= len(text) <= 23 for text in drawn[:10])
     assert all(260 <= len(text) <= 345 for text in drawn[10:])
 

@@ -14,6 +14,7 @@ from django.test import Client
 from atlas.accounts.services import api_key_create
 from atlas.concepts.models import ConceptSearch, Detector
 from atlas.saes.models import Sae
+from atlas.vectors.models import Vector
 from tests import factories
 from tests.support.workers import Workers
 from workers.concepts import concept_search_answer
@@ -199,3 +200,19 @@ def test_detectors_from_searches_that_lack_them_are_refused(sae: Sae) -> None:
     assert Detector.objects.count() == 0
     status, answer = _post("/api/detect", {"detector": "nosuchone", "texts": ["x"]})
     assert status == 404
+
+
+def test_a_probe_direction_is_saved_as_a_vector_of_its_hook(sae: Sae) -> None:
+    search = _ok("/api/concept/search", BODY)
+    client = Client()
+    client.force_login(factories.user_make())
+    refused = client.post(f"/concepts/{search['id']}/vector", {"source": "0-res-topk", "probe": "median"})
+    assert refused.status_code == 400 and b"'massMean' or 'logistic'" in refused.content
+    assert Vector.objects.count() == 0
+    response = client.post(f"/concepts/{search['id']}/vector", {"source": "0-res-topk", "probe": "massMean"})
+    vector = Vector.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/tiny-llama/{vector.source}/{vector.pk}"
+    assert (vector.hook_name, vector.owner.username) == (sae.hook_name, "alice")
+    direction = search["results"][0]["probes"]["massMean"]["direction"]
+    assert vector.values_array().tolist() == pytest.approx(direction, rel=1e-6)

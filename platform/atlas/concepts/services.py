@@ -18,10 +18,15 @@ from atlas.features.live import worker_answer
 from atlas.lms.models import LanguageModel
 from atlas.saes.models import Sae, TaskStatus
 from atlas.saes.selectors import sae_get
+from atlas.vectors.models import HOOK_SOURCE_SUFFIX, Vector
+from atlas.vectors.services import VectorRefused, vector_create
 
 SEARCH_LIVE_TASK = "workers.tasks.concept_search_live"
 SEARCH_JOB_TASK = "workers.tasks.concept_search_execute"
 DETECT_TASK = "workers.tasks.detect_texts"
+PROBE_NAMES = {"massMean": "mass-mean", "logistic": "logistic"}
+# A saved probe's default steering strength, as Neuronpedia's default for a vector.
+PROBE_VECTOR_STRENGTH = 10.0
 # The probes need texts of both classes on both sides of a train/test split.
 MIN_TEXTS_PER_CLASS = 4
 
@@ -183,3 +188,25 @@ def detect_texts(*, detector: Detector, body: DetectIn) -> dict[str, Any]:
     texts = _texts(body.texts, "texts")
     return worker_answer(DETECT_TASK, timeout=settings.ATLAS_CONCEPT_TIMEOUT_SECONDS,
                          request={**detector.spec, "texts": texts, "labels": body.labels})
+
+
+def probe_vector_save(*, search: ConceptSearch, source: str, probe: str, owner: User) -> Vector:
+    """A probe's direction stored as a vector at its SAE's hook, to steer with or compute a dashboard of; only at a
+    residual-stream hook, where vectors live."""
+    if probe not in PROBE_NAMES:
+        raise ConceptRefused(f"'probe' is '{probe}'; save 'massMean' or 'logistic'.")
+    sae = _sae(search.language_model, source, "source")
+    result = next((found for found in search.results if found["saeId"] == sae.pk), None)
+    if result is None:
+        raise ConceptRefused(f"'source': search {search.pk} did not search {source}.")
+    parts = sae.hook_name.split(".")
+    if len(parts) != 3 or parts[0] != "blocks" or parts[2] not in HOOK_SOURCE_SUFFIX:
+        raise ConceptRefused(f"{sae} reads {sae.hook_name}; vectors live at hook_resid_pre or hook_resid_post only, so "
+                             "this probe can be steered with through the API's raw vectors, not saved.")
+    try:
+        return vector_create(language_model_slug=search.language_model.slug, layer=int(parts[1]),
+                             hook_type=parts[2], values=result["probes"][probe]["direction"],
+                             label=f"{PROBE_NAMES[probe]} probe of concept search {search.pk} ({sae.slug})",
+                             default_strength=PROBE_VECTOR_STRENGTH, owner=owner)
+    except VectorRefused as error:
+        raise ConceptRefused(str(error)) from error

@@ -16,7 +16,13 @@ from atlas.concepts.forms import ConceptSearchForm, DetectorSaveForm
 from atlas.concepts.models import ConceptSearch
 from atlas.concepts.schemas import ConceptSearchIn, DetectorNewIn
 from atlas.concepts.selectors import concept_search_get, detector_get, search_results_shown, search_saes
-from atlas.concepts.services import ConceptRefused, concept_search_create, concept_search_plan, detector_create
+from atlas.concepts.services import (
+    ConceptRefused,
+    concept_search_create,
+    concept_search_plan,
+    detector_create,
+    probe_vector_save,
+)
 from atlas.datasets.selectors import datasets_list
 from atlas.errors import NotFound
 from atlas.features.live import LiveActivationError
@@ -118,6 +124,21 @@ def detector_save(request: LoggedInRequest, search_id: str) -> HttpResponse:
     except ConceptRefused as error:
         return HttpResponse(str(error), status=400, content_type="text/plain")
     return HttpResponseRedirect(reverse("detector", args=[detector.pk]))
+
+
+@require_POST
+@login_required
+def probe_vector_page(request: LoggedInRequest, search_id: str) -> HttpResponse:
+    """Save a probe's direction as a vector and open its page (steer with it, compute its dashboard)."""
+    try:
+        search = concept_search_get(search_id)
+        vector = probe_vector_save(search=search, source=request.POST.get("source", ""),
+                                   probe=request.POST.get("probe", ""), owner=request.user)
+    except NotFound as error:
+        raise Http404(str(error)) from error
+    except ConceptRefused as error:
+        return HttpResponse(str(error), status=400, content_type="text/plain")
+    return HttpResponseRedirect(reverse("vector", args=[vector.language_model.slug, vector.source, vector.pk]))
 
 
 def detector_page(request: HttpRequest, detector_id: str) -> HttpResponse:

@@ -329,9 +329,12 @@ class TextActivationAnomalyOut(TextActivationOut):
 
     @classmethod
     def from_live_anomaly(cls, sae: Sae, live: LiveActivations) -> Self:
-        assert live.anomaly is not None  # asked for by the caller
         plain = TextActivationOut.from_live(sae, live, live.features[0])
-        return cls(**plain.model_dump(), anomaly=AnomalyOut.from_live(live.anomaly))
+        anomaly = live.anomaly or TextAnomaly(
+            reconstruction_error=[None] * len(live.tokens), rarity=None, reconstruction_error_percentile=None,
+            rarity_percentile=None, dataset_tokens=None,
+            message="The worker that answered computes no anomaly scores (an older version); restart the workers.")
+        return cls(**plain.model_dump(), anomaly=AnomalyOut.from_live(anomaly))
 
 
 class SearchAllOut(ResponseSchema):
