@@ -32,7 +32,7 @@
 
   const results = JSON.parse(document.getElementById("concept-results").textContent);
   const texts = JSON.parse(document.getElementById("concept-texts").textContent);
-  const layout = { margin: { t: 30, r: 10, b: 50, l: 60 }, height: 340 };
+  const layout = { margin: { t: 30, r: 10, b: 50, l: 60 } };
   const config = { displaylogo: false, responsive: true };
   const text = (i) => texts[i] || `dataset sequence ${i - texts.length + 1}`;
 
@@ -56,7 +56,7 @@
     });
     const scoresPlot = document.querySelector(`.concept-scores-plot[data-index="${index}"]`);
     Plotly.newPlot(scoresPlot, traces, {
-      ...layout, boxmode: "group", yaxis: { title: "pooled activation" },
+      ...layout, boxmode: "group", xaxis: { type: "category", title: "feature" }, yaxis: { title: "pooled activation" },
       title: { text: "Top features: each text's pooled activation", font: { size: 13 } },
     }, config);
 

@@ -7,7 +7,7 @@
     { x: evaluation.rocFpr, y: evaluation.rocTpr, mode: "lines+markers", name: `ROC (AUROC ${evaluation.auroc.toFixed(3)})` },
     { x: [0, 1], y: [0, 1], mode: "lines", name: "chance", line: { dash: "dot", color: "#999" } },
   ], {
-    margin: { t: 30, r: 10, b: 50, l: 60 }, height: 340, xaxis: { title: "false positive rate", range: [0, 1] },
+    margin: { t: 30, r: 10, b: 50, l: 60 }, xaxis: { title: "false positive rate", range: [0, 1] },
     yaxis: { title: "true positive rate", range: [0, 1.02] }, title: { text: "ROC, held-out texts", font: { size: 13 } },
   }, config);
 
