@@ -72,7 +72,7 @@
       flat(result.probes.logistic.auroc, "logistic probe AUROC", "dash"),
       flat(result.probes.massMean.auroc, "mass-mean probe AUROC", "dot"),
     ], {
-      ...layout, xaxis: { title: "features (k)", type: "log" }, yaxis: { title: "held-out", range: [0, 1.02] },
+      ...layout, xaxis: { title: "features (k)", type: "log", tickvals: ks, ticktext: ks.map(String) }, yaxis: { title: "held-out", range: [0, 1.02] },
       title: { text: "Sparse probing against the probes", font: { size: 13 } },
     }, config);
 
