@@ -24,14 +24,15 @@ CONCRETE_PATHS = {
     "/api/detector/{detector_id}": "/api/detector/nosuchdetector",
 }
 # POSTs that take no body: the owner's actions name what they act on in the path.
-BODILESS = {"/api/upload", "/api/runs/999999/cancel", "/api/sae/tiny-llama/0-res-8/rerun", "/api/vector/list-owned"}
+BODILESS = {"/api/upload", "/api/runs/999999/cancel", "/api/sae/tiny-llama/0-res-8/rerun", "/api/vector/list-owned",
+            "/api/list/list"}
 ENDPOINTS = [(CONCRETE_PATHS.get(path, path), method.upper())
              for path, operations in DOCUMENT["paths"].items() for method in operations]
 JSON_BODY_ENDPOINTS = [path for path, method in ENDPOINTS if method == "POST" and path not in BODILESS]
 OTHER_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 # POSTs with a body that refuse a request without an x-api-key before they read the body.
 KEYED_WRITES = {"/api/explanation/new", "/api/vector/new", "/api/vector/delete", "/api/vector/dashboard",
-                "/api/detector/new"}
+                "/api/detector/new", "/api/list/new", "/api/list/add-features", "/api/list/remove"}
 
 
 def send(path: str, method: str, body: str = "{}") -> HttpResponse:
@@ -50,7 +51,7 @@ def error(response: HttpResponse) -> tuple[int, str, str]:
 
 
 def test_every_endpoint_is_checked() -> None:
-    assert len(ENDPOINTS) == 25 and len(JSON_BODY_ENDPOINTS) == 16
+    assert len(ENDPOINTS) == 30 and len(JSON_BODY_ENDPOINTS) == 20
 
 
 @pytest.mark.parametrize(("path", "method"), ENDPOINTS)

@@ -40,7 +40,7 @@ def test_every_api_route_is_in_the_document(document: dict[str, Any]) -> None:
     routes = {openapi_path(str(pattern.pattern)) for pattern in api_urlpatterns
               if pattern.name and pattern.name not in NOT_ENDPOINTS}
     assert routes == set(document["paths"])
-    assert len(routes) == 25
+    assert len(routes) == 30
 
 
 def test_features_carry_neuronpedias_field_names(document: dict[str, Any]) -> None:
@@ -92,7 +92,8 @@ def test_writes_need_the_api_key_and_reads_do_not(document: dict[str, Any]) -> N
                for operation in operations.values() if operation.get("security")}
     assert secured == {"/api/explanation/new", "/api/upload", "/api/runs/{runId}/cancel",
                        "/api/sae/{modelId}/{layer}/rerun", "/api/sae/{modelId}/{layer}", "/api/vector/new",
-                       "/api/vector/delete", "/api/vector/list-owned", "/api/vector/dashboard", "/api/detector/new"}
+                       "/api/vector/delete", "/api/vector/list-owned", "/api/vector/dashboard", "/api/detector/new",
+                       "/api/list/new", "/api/list/add-features", "/api/list/remove", "/api/list/list"}
 
 
 def test_every_operation_documents_its_errors_as_json(document: dict[str, Any]) -> None:

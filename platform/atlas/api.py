@@ -30,6 +30,8 @@ from atlas.jsonapi import (
     json_error,
     validation_message,
 )
+from atlas.lists.api import router as lists_router
+from atlas.lists.services import ListForbidden, ListRefused
 from atlas.middleware import too_big_message
 from atlas.ratelimit import RateLimited
 from atlas.saes.api import router as saes_router
@@ -53,6 +55,8 @@ ERROR_ANSWERS: dict[type[Exception], tuple[int, str]] = {
     VectorForbidden: (403, "forbidden"),
     SteerRefused: (400, "bad_request"),
     ConceptRefused: (400, "bad_request"),
+    ListRefused: (400, "bad_request"),
+    ListForbidden: (403, "forbidden"),
 }
 DESCRIPTION = (
     "Neuronpedia-compatible reads (public) and writes (an API key from /account/ in the x-api-key header). "
@@ -91,6 +95,7 @@ api.add_router("", saes_router)
 api.add_router("", vectors_router)
 api.add_router("", steering_router)
 api.add_router("", concepts_router)
+api.add_router("", lists_router)
 
 
 @api.exception_handler(ValidationError)

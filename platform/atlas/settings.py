@@ -99,12 +99,14 @@ INSTALLED_APPS = [
     "atlas.vectors",
     "atlas.steering",
     "atlas.concepts",
+    "atlas.lists",
     # For the API docs page (/api/docs): ninja's templates and its Swagger UI files, served here, not from a CDN.
     "ninja",
 ]
 MIGRATION_MODULES = {
     app: f"migrations.{app}"
-    for app in ("lms", "datasets", "saes", "features", "explanations", "accounts", "vectors", "steering", "concepts")
+    for app in ("lms", "datasets", "saes", "features", "explanations", "accounts", "vectors", "steering", "concepts",
+                "lists")
 }
 
 MIDDLEWARE = [

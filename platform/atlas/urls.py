@@ -11,6 +11,7 @@ from atlas.concepts import views as concepts_views
 from atlas.datasets import views as dataset_views
 from atlas.explanations import views as explanation_views
 from atlas.features import views
+from atlas.lists import views as list_views
 from atlas.saes import views as sae_views
 from atlas.steering import views as steering_views
 from atlas.vectors import views as vector_views
@@ -43,6 +44,12 @@ urlpatterns = [
     path("concepts/<slug:search_id>/detector", concepts_views.detector_save, name="concept-detector-save"),
     path("concepts/<slug:search_id>/vector", concepts_views.probe_vector_page, name="concept-probe-vector"),
     path("detectors/<slug:detector_id>", concepts_views.detector_page, name="detector"),
+    path("lists", list_views.lists_page, name="lists"),
+    path("lists/", list_views.lists_page),
+    path("lists/add", list_views.list_feature_add, name="list-feature-add"),
+    path("lists/<slug:list_id>", list_views.list_page, name="list"),
+    path("lists/<slug:list_id>/<slug:model_id>/<slug:sae_id>/<int:index>/remove", list_views.list_feature_delete,
+         name="list-feature-delete"),
     path("upload/", sae_views.upload, name="upload"),
     path("datasets/new/", dataset_views.dataset_new, name="dataset-new"),
     path("", views.home, name="home"),
