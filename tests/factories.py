@@ -176,6 +176,17 @@ def upload_form_data(language_model: LanguageModel, dataset: Dataset, **override
     }
 
 
+def uploaded_run_computed(dataset: Dataset, directory: Path, logs: Callable[[], str]) -> DashboardRun:
+    """A sae_lens_write SAE uploaded through the form by a logged-in user and its run computed by a running worker
+    (logs: the worker's, shown if the run does not succeed)."""
+    client = Client()
+    client.force_login(user_make())
+    files = sae_upload_files(sae_lens_write(directory, d_in=dataset.language_model.d_model))
+    run = run_wait(sae_upload_post(client, dataset, files).runs.get(), logs=logs)
+    assert run.status == DashboardRun.Status.SUCCEEDED, run.error
+    return run
+
+
 def sae_upload_post(client: Client, dataset: Dataset, files: dict[str, SimpleUploadedFile], **form: Any) -> Sae:
     """An SAE uploaded through the form, as a logged-in user would; its run is queued, not computed."""
     data = {**upload_form_data(dataset.language_model, dataset, **form), **files}

@@ -12,7 +12,7 @@ from django.test import Client
 from pytest_django.live_server_helper import LiveServer
 
 from atlas.features.models import Feature
-from atlas.saes.models import DashboardRun, RunAnomalyDistribution
+from atlas.saes.models import RunAnomalyDistribution
 from tests import factories
 from tests.e2e.test_browser import CHROMIUM, LIVE_ANSWER_TIMEOUT_MS, TYPED_TEXT, WatchedPage, watched_chromium
 from tests.support.workers import Workers
@@ -34,22 +34,17 @@ def feature_and_answer(workers: Workers, settings: Any, tmp_path: Path) -> tuple
     workers.start()
     language_model = factories.language_model_make()
     dataset = factories.dataset_make(language_model)
-    client = Client()
-    client.force_login(factories.user_make())
-    files = factories.sae_upload_files(factories.sae_lens_write(tmp_path / "sae", d_in=language_model.d_model))
-    sae = factories.sae_upload_post(client, dataset, files)
-    run = factories.run_wait(sae.runs.get(), logs=workers.logs)
-    assert run.status == DashboardRun.Status.SUCCEEDED, run.error
+    run = factories.uploaded_run_computed(dataset, tmp_path / "sae", workers.logs)
     deadline = time.monotonic() + DISTRIBUTION_TIMEOUT_SECONDS
     while not RunAnomalyDistribution.objects.filter(run=run, status=RunAnomalyDistribution.Status.SUCCEEDED).exists():
         assert time.monotonic() < deadline, workers.logs()
         time.sleep(0.3)
     feature = Feature.objects.filter(run=run).order_by("-frac_nonzero").first()
     assert feature is not None
-    body = {"feature": {"modelId": language_model.slug, "source": sae.slug, "index": feature.index},
+    body = {"feature": {"modelId": language_model.slug, "source": run.sae.slug, "index": feature.index},
             "customText": TYPED_TEXT}
-    answer = client.post("/api/activation/new", json.dumps(body), content_type="application/json").json()
-    return f"/{language_model.slug}/{sae.slug}/{feature.index}", answer
+    answer = Client().post("/api/activation/new", json.dumps(body), content_type="application/json").json()
+    return f"/{language_model.slug}/{run.sae.slug}/{feature.index}", answer
 
 
 @pytest.fixture

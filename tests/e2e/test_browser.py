@@ -8,14 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from django.test import Client
 from playwright.sync_api import ConsoleMessage, Dialog, Page, sync_playwright
 from pytest_django.live_server_helper import LiveServer
 
 from atlas.explanations.services import explanation_create
 from atlas.features.models import Feature
 from atlas.lms.models import Vocabulary
-from atlas.saes.models import DashboardRun
 from tests import factories
 from tests.e2e.conftest import HOSTILE_TOKENS
 from tests.support.workers import Workers
@@ -96,12 +94,7 @@ def computed_feature_path(workers: Workers, tmp_path: Path) -> str:
     vocabulary.tokens = [f"<img src=x onerror=alert({token_id})>" for token_id in range(len(vocabulary.tokens))]
     vocabulary.save()
     dataset = factories.dataset_make(language_model)
-    client = Client()
-    client.force_login(factories.user_make())
-    files = factories.sae_upload_files(factories.sae_lens_write(tmp_path / "sae", d_in=language_model.d_model))
-    sae = factories.sae_upload_post(client, dataset, files)
-    run = factories.run_wait(sae.runs.get(), logs=workers.logs)
-    assert run.status == DashboardRun.Status.SUCCEEDED, run.error
+    run = factories.uploaded_run_computed(dataset, tmp_path / "sae", workers.logs)
     busiest = Feature.objects.filter(run=run).order_by("-frac_nonzero").first()
     assert busiest is not None and busiest.frac_nonzero > 0
     return f"/{language_model.slug}/{run.sae.slug}/{busiest.index}"

@@ -56,12 +56,7 @@ def computed(workers: Workers, settings: Any, tmp_path: Path) -> tuple[Dashboard
     workers.start()
     language_model = factories.language_model_make()
     dataset = factories.dataset_make(language_model)
-    client = Client()
-    client.force_login(factories.user_make())
-    files = factories.sae_upload_files(factories.sae_lens_write(tmp_path / "sae", d_in=language_model.d_model))
-    sae = factories.sae_upload_post(client, dataset, files)
-    run = factories.run_wait(sae.runs.get(), logs=workers.logs)
-    assert run.status == DashboardRun.Status.SUCCEEDED, run.error
+    run = factories.uploaded_run_computed(dataset, tmp_path / "sae", workers.logs)
     return run, _distribution_wait(run, workers)
 
 
